@@ -1,0 +1,68 @@
+"""`python -m exporter export|random ...`: write an ONNX model folder for the engine (DESIGN §2)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+from pathlib import Path
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, help="model folder to write")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--fp16", action="store_true", help="float16 text encoder and UNets, for GPU use")
+    p.add_argument("--skip-grad", action="store_true", help="leave out nti/null_text_grad.onnx (no null-text)")
+    p.add_argument("--force", action="store_true", help="replace an existing folder")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m exporter", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_exp = sub.add_parser("export", help="export a diffusers model (local folder or hub id)")
+    p_exp.add_argument("--from", dest="source", required=True, help="local diffusers folder or hub id")
+    _common(p_exp)
+    p_rand = sub.add_parser("random", help="export a randomly initialised model of a named architecture")
+    p_rand.add_argument("--config", required=True, choices=["tiny", "sd15", "sd21"])
+    p_rand.add_argument("--seed", type=int, default=0)
+    _common(p_rand)
+    p_fix = sub.add_parser("fixtures", help="export the tiny model and write reference parity fixtures")
+    p_fix.add_argument("--out", required=True, type=Path)
+    p_fix.add_argument("--config", default="tiny", choices=["tiny", "sd15", "sd21"])
+    p_fix.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if args.command == "fixtures":
+        from .fixtures import write
+
+        meta = write(args.out, args.config, args.seed)
+        print(f"wrote fixtures to {args.out} (reference {meta['reference_seconds']}s, "
+              f"reconstruction {meta['reconstruction_psnr_vs_image']:.1f} dB)", file=sys.stderr)
+        return 0
+
+    from .configs import build_random
+    from .export import export_components, load_diffusers
+
+    torch.set_grad_enabled(False)
+    components = load_diffusers(args.source) if args.command == "export" else build_random(args.config, args.seed)
+    manifest = export_components(components, args.out, opset=args.opset, fp16=args.fp16, skip_grad=args.skip_grad,
+                                 force=args.force, quiet=args.quiet)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sizes = {k: v["bytes"] for k, v in manifest["files"].items()}
+    summary = {"out": str(args.out), "seconds": manifest["export_seconds"], "peak_rss_mb": round(peak_mb),
+               "bytes": sum(sizes.values()), "files": sizes, "stage_seconds": manifest["exporter"]["stage_seconds"]}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"wrote {args.out} ({summary['bytes'] / 1e6:.1f} MB) in {summary['seconds']}s, "
+              f"peak memory {summary['peak_rss_mb']} MB", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
