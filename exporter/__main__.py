@@ -33,7 +33,19 @@ def main(argv: list[str] | None = None) -> int:
     p_fix.add_argument("--out", required=True, type=Path)
     p_fix.add_argument("--config", default="tiny", choices=["tiny", "sd15", "sd21"])
     p_fix.add_argument("--seed", type=int, default=0)
+    p_time = sub.add_parser("time", help="onnxruntime CPU time of one UNet forward and one gradient call")
+    p_time.add_argument("--model", required=True, type=Path)
+    p_time.add_argument("--repeats", type=int, default=3)
+    p_time.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime's default)")
     args = parser.parse_args(argv)
+
+    if args.command == "time":
+        from .timing import time_model
+
+        if not (args.model / "nti.json").exists():
+            raise SystemExit(f"{args.model}: no nti.json (not a model folder written by the exporter)")
+        print(json.dumps(time_model(args.model, args.repeats, args.threads), indent=2))
+        return 0
 
     import torch
 

@@ -74,8 +74,17 @@ def _convert_fp16(path: Path) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(path))
+    # Resize takes its roi/scales as float32 whatever the data type: keep those constants as they are.
+    producers = {o: n for n in model.graph.node for o in n.output}
+    keep = set()
+    for n in model.graph.node:
+        if n.op_type == "Resize":
+            for name in n.input[1:3]:
+                if name in producers:
+                    keep.add(producers[name].name)
     # keep_io_types: the engine feeds and reads float32 whatever the graph computes in.
-    model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+    model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
+                                     node_block_list=sorted(keep))
     onnx_io.save_model(model, path)
 
 

@@ -56,7 +56,8 @@ def write(out: Path, config: str = "tiny", seed: int = 0, settings: Settings | N
     z0 = ref.image_to_latent(image)
     pivots = ref.ddim_inversion(z0, cond)
     nt = ref.null_text(pivots, cond, uncond)
-    rec = ref.sample(pivots[-1], cond, nt.null_embeddings)
+    rec_steps: list[torch.Tensor] = []
+    rec = ref.sample(pivots[-1], cond, nt.null_embeddings, trajectory=rec_steps)
     ddim_rec = ref.sample(pivots[-1], cond, [uncond] * s.steps)
     npi_rec = ref.sample(pivots[-1], cond, ref.npi(cond))
     offsets = ref.direct_offsets(pivots, cond, uncond)
@@ -70,6 +71,8 @@ def write(out: Path, config: str = "tiny", seed: int = 0, settings: Settings | N
         "latent_z0": z0,
         "pivots": torch.cat(pivots),  # [steps+1, C, h, w], z_0 first
         "null_embeddings": torch.cat(nt.null_embeddings),  # [steps, 77, D], highest timestep first
+        "null_text_latents": torch.cat(nt.latents),  # [steps, C, h, w]: where each null-text step starts
+        "reconstruction_trajectory": torch.cat(rec_steps),  # [steps, C, h, w]: where each sampling step starts
         "reconstruction_latent": rec,
         "reconstruction_image": torch.from_numpy(ref.latent_to_image(rec)[0]).contiguous(),
         "ddim_latent": ddim_rec,
@@ -106,11 +109,15 @@ def write(out: Path, config: str = "tiny", seed: int = 0, settings: Settings | N
             "null_embeddings": "optimised null embedding per sampling step, step 0 = timesteps[0] (highest)",
             "losses": "per step, the MSE before each inner Adam step; early stop after the step (notebook order)",
             "edit_*_maps": "cross-attention maps [K, r, r, 77] averaged over steps, layers and heads",
+            "per_step": "the tiny model has random weights and amplifies float rounding at guidance 7.5 (about 3x "
+                        "per step measured), so compare whole trajectories loosely and single steps tightly: "
+                        "start step i from null_text_latents[i] / reconstruction_trajectory[i]",
         },
         "tolerances": {
-            "latents_abs": 1e-3,
-            "null_embeddings_abs": 1e-3,
-            "comment": "fp32 onnxruntime vs PyTorch drift accumulates over 50 steps x 10 inner iterations",
+            "single_step_latent_rel": 1e-4,
+            "single_step_null_embedding_abs": 1e-4,
+            "trajectory_latent_rel": 5e-2,
+            "comment": "single steps: fp32 onnxruntime vs PyTorch; trajectories: after the amplification above",
         },
     }
     (out / "fixtures.json").write_text(json.dumps(meta, indent=2) + "\n")

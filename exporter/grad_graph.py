@@ -12,6 +12,7 @@ and with explicit softmax attention (see attention.py). The traced graph is then
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 import torch
@@ -127,6 +128,9 @@ def export(unet, prediction_type: str, path, inputs=None, opset: int = 18):
         raise RuntimeError(f"backward ops left in the traced graph (no ONNX mapping): {backward_ops}")
     ep = torch.export.export(gm, inputs, strict=False)
     from .onnx_io import export_program
+
+    # the dynamo exporter warns about every torchvision op it cannot register; we use none
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
     export_program(ep, path, GRAD_INPUTS, GRAD_OUTPUTS, opset=opset)
     return inputs

@@ -42,6 +42,7 @@ class Settings:
 class NullTextResult:
     null_embeddings: list[torch.Tensor]  # per step, [1, 77, D], step 0 = highest timestep
     losses: list[list[float]]  # per step, the loss of each inner iteration (before its Adam step)
+    latents: list[torch.Tensor] = field(default_factory=list)  # per step, the latent the step starts from
     unet_forward: int = 0
     unet_backward: int = 0
 
@@ -372,6 +373,7 @@ class Reference:
         latent = pivots[-1]
         emb = uncond.clone()
         for i, t in enumerate(self.timesteps):
+            result.latents.append(latent.clone())
             emb = emb.clone().detach().requires_grad_(True)
             opt = torch.optim.Adam([emb], lr=s.lr * (1.0 - i / 100.0))
             target = pivots[len(pivots) - i - 2]
@@ -422,11 +424,15 @@ class Reference:
     # -- sampling / editing
     @torch.no_grad()
     def sample(self, z_t: torch.Tensor, conds: torch.Tensor, nulls: list[torch.Tensor],
-               offsets: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Guided DDIM from z_T for K prompts with per-step null embeddings; controller if one is set."""
+               offsets: list[torch.Tensor] | None = None, trajectory: list | None = None) -> torch.Tensor:
+        """Guided DDIM from z_T for K prompts with per-step null embeddings; controller if one is set.
+
+        trajectory, if given, receives the latent each step starts from."""
         k = conds.shape[0]
         latent = z_t.expand(k, *z_t.shape[1:]).clone()
         for i, t in enumerate(self.timesteps):
+            if trajectory is not None:
+                trajectory.append(latent.clone())
             null = nulls[i].expand(k, *nulls[i].shape[1:])
             both = self.unet_out(torch.cat([latent] * 2), t, torch.cat([null, conds]))
             if self.controller is not None:

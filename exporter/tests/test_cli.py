@@ -1,0 +1,101 @@
+"""The exporter's command line: diffusers folders, flags, errors; full-size architectures (slow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from exporter.__main__ import main
+from exporter.timing import time_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args, timeout=1800):
+    return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def save_diffusers_folder(components, folder: Path) -> None:
+    components.unet.save_pretrained(folder / "unet")
+    components.vae.save_pretrained(folder / "vae")
+    components.text_encoder.save_pretrained(folder / "text_encoder")
+    (folder / "tokenizer").mkdir(parents=True)
+    components.tokenizer.save(str(folder / "tokenizer" / "tokenizer.json"))
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps({"_class_name": "DDIMScheduler", **components.scheduler_config}))
+    (folder / "README.md").write_text("---\nlicense: creativeml-openrail-m\n---\n# test model\n")
+
+
+def test_export_from_a_local_diffusers_folder(tmp_path, tiny):
+    src = tmp_path / "pipeline"
+    save_diffusers_folder(tiny, src)
+    out = tmp_path / "model"
+    assert main(["export", "--from", str(src), "--out", str(out), "--skip-grad", "--quiet"]) == 0
+    manifest = json.loads((out / "nti.json").read_text())
+    assert manifest["licence"] == "creativeml-openrail-m"
+    assert manifest["image_size"] == 64 and manifest["source"] == str(src)
+    assert "null_text_grad" not in manifest["graphs"]
+    assert not (out / "nti" / "null_text_grad.onnx").exists()
+    timing = time_model(out, repeats=1)
+    assert timing["unet_batch1_s"] > 0 and timing["unet_control_s"] > 0
+
+
+def test_fp16_keeps_the_vae_in_float32_and_stays_close(tmp_path, tiny_folder):
+    out = tmp_path / "fp16"
+    assert main(["random", "--config", "tiny", "--out", str(out), "--fp16", "--skip-grad", "--quiet"]) == 0
+    manifest = json.loads((out / "nti.json").read_text())
+    assert manifest["graphs"]["unet"]["precision"] == "float16"
+    assert manifest["graphs"]["vae_decoder"]["precision"] == "float32"
+    assert manifest["graphs"]["unet"]["inputs"][0]["dtype"] == "float32"  # I/O stays float32
+    rng = np.random.default_rng(0)
+    feeds = {"sample": rng.standard_normal((2, 4, 16, 16)).astype(np.float32), "timestep": np.array([300]),
+             "encoder_hidden_states": rng.standard_normal((2, 77, 32)).astype(np.float32)}
+    full = ort.InferenceSession(str(tiny_folder / "unet" / "model.onnx")).run(None, feeds)[0]
+    half = ort.InferenceSession(str(out / "unet" / "model.onnx")).run(None, feeds)[0]
+    rel = np.abs(half - full).max() / np.abs(full).max()
+    print(f"fp16 UNet relative error {rel:.2e}")
+    assert rel < 2e-2
+
+
+def test_bad_input_gives_one_clear_line(tmp_path):
+    r = run_cli("export", "--from", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    assert r.returncode != 0 and "not a local folder" in r.stderr
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "unet").mkdir()
+    r = run_cli("export", "--from", str(tmp_path / "half"), "--out", str(tmp_path / "o"))
+    assert r.returncode != 0 and "missing: vae, text_encoder, tokenizer, scheduler" in r.stderr
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("keep me")
+    r = run_cli("random", "--config", "tiny", "--out", str(tmp_path / "taken"), "--skip-grad")
+    assert r.returncode != 0 and "--force" in r.stderr
+    assert (tmp_path / "taken" / "x").read_text() == "keep me"
+    r = run_cli("random", "--config", "nope", "--out", str(tmp_path / "o"))
+    assert r.returncode != 0 and "invalid choice" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config,prediction", [("sd15", "epsilon"), ("sd21", "v_prediction")])
+def test_full_size_architecture_exports_and_loads(tmp_path, config, prediction):
+    out = tmp_path / config
+    t0 = time.perf_counter()
+    r = run_cli("random", "--config", config, "--out", str(out), "--json", timeout=3600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout)
+    print(f"{config}: export {time.perf_counter() - t0:.0f}s, {summary['bytes'] / 1e9:.2f} GB, "
+          f"peak {summary['peak_rss_mb']} MB")
+    manifest = json.loads((out / "nti.json").read_text())
+    assert manifest["prediction_type"] == prediction
+    assert manifest["graphs"]["unet"]["external_data"] == "model.onnx.data"
+    assert manifest["attention"]["map_resolution"] == 16
+    timing = time_model(out, repeats=1, graphs=("unet", "unet_control"), batches=(1,))
+    print(config, timing)

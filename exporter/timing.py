@@ -1,0 +1,76 @@
+"""`python -m exporter time --model DIR`: onnxruntime CPU time of the graphs that the inversion repeats.
+
+Loads each graph, checks its inputs/outputs against nti.json, and times one UNet forward (batch 1 and the
+batch 2 of classifier-free guidance), one null-text gradient call and one control-UNet call (K = 2), as
+the median of --repeats runs after a warm-up run.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def _feeds(entry: dict, rng: np.random.Generator, k: int = 2) -> dict[str, np.ndarray]:
+    sizes = {"batch": 2 * k, "edits": k - 1, "prompts": k}
+    feeds = {}
+    for i in entry["inputs"]:
+        shape = [d if isinstance(d, int) else sizes[d] for d in i["shape"]]
+        name = i["name"]
+        if i["dtype"] == "int64":
+            feeds[name] = np.full(shape, 500, dtype=np.int64)
+        elif name in ("guidance",):
+            feeds[name] = np.full(shape, 7.5, np.float32)
+        elif name in ("alpha_t", "alpha_prev"):
+            feeds[name] = np.full(shape, 0.3 if name == "alpha_t" else 0.32, np.float32)
+        elif name in ("mapper",):
+            feeds[name] = np.tile(np.eye(shape[-1], dtype=np.float32), (shape[0], 1, 1))
+        elif name in ("alphas", "reweight", "cross_flag", "self_flag"):
+            feeds[name] = np.ones(shape, np.float32)
+        else:
+            feeds[name] = rng.standard_normal(shape).astype(np.float32)
+    return feeds
+
+
+def time_model(folder: Path, repeats: int = 3, threads: int = 0, graphs=("unet", "null_text_grad", "unet_control"),
+               batches=(1, 2)) -> dict:
+    manifest = json.loads((folder / "nti.json").read_text())
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    rng = np.random.default_rng(0)
+    out: dict = {"model": manifest["name"], "latent_size": manifest["latent_size"], "threads": threads or "default"}
+    for key in graphs:
+        entry = manifest["graphs"].get(key)
+        if entry is None:
+            continue
+        t0 = time.perf_counter()
+        sess = ort.InferenceSession(str(folder / entry["file"]), opts, providers=["CPUExecutionProvider"])
+        out[f"{key}_load_s"] = round(time.perf_counter() - t0, 2)
+        names = [i.name for i in sess.get_inputs()]
+        if names != [i["name"] for i in entry["inputs"]]:
+            raise SystemExit(f"{entry['file']}: inputs {names} differ from nti.json")
+        runs = [("", 2)] if key != "unet" else [(f"_batch{b}", b) for b in batches]
+        for suffix, k in runs:
+            feeds = _feeds(entry, rng, k=k if key == "unet_control" else 1)
+            if key == "unet":
+                b = k
+                feeds = {n: (np.repeat(v[:1], b, axis=0) if v.ndim > 1 else v) for n, v in _feeds(entry, rng, 1).items()}
+            sess.run(None, feeds)  # warm-up: allocations, pre-packing
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                sess.run(None, feeds)
+                times.append(time.perf_counter() - t0)
+            out[f"{key}{suffix}_s"] = round(statistics.median(times), 4)
+        del sess
+    if "unet_batch1_s" in out and "null_text_grad_s" in out:
+        out["grad_over_forward"] = round(out["null_text_grad_s"] / out["unet_batch1_s"], 2)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return out
