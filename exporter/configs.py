@@ -56,6 +56,19 @@ _SD_VAE = dict(
     scaling_factor=0.18215,
 )
 
+_SD_UNET = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+    block_out_channels=[320, 640, 1280, 1280],
+    layers_per_block=2,
+    attention_head_dim=8,
+    cross_attention_dim=768,
+    norm_num_groups=32,
+)
+
 ARCHITECTURES: dict[str, Architecture] = {
     "tiny": Architecture(
         name="tiny",
@@ -100,18 +113,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         description="Stable Diffusion 1.5 architecture, random weights",
         image_size=512,
         prediction_type="epsilon",
-        unet=dict(
-            sample_size=64,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-            up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-            block_out_channels=[320, 640, 1280, 1280],
-            layers_per_block=2,
-            attention_head_dim=8,
-            cross_attention_dim=768,
-            norm_num_groups=32,
-        ),
+        unet=_SD_UNET,
         vae=_SD_VAE,
         text=dict(
             hidden_size=768,
@@ -127,20 +129,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         description="Stable Diffusion 2.1 architecture (v-prediction) at 512 px, random weights",
         image_size=512,
         prediction_type="v_prediction",
-        unet=dict(
-            sample_size=64,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-            up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-            block_out_channels=[320, 640, 1280, 1280],
-            layers_per_block=2,
-            attention_head_dim=[5, 10, 20, 20],
-            cross_attention_dim=1024,
-            use_linear_projection=True,
-            upcast_attention=True,
-            norm_num_groups=32,
-        ),
+        unet={**_SD_UNET, "attention_head_dim": [5, 10, 20, 20], "cross_attention_dim": 1024,
+              "use_linear_projection": True, "upcast_attention": True},
         vae=_SD_VAE,
         text=dict(
             hidden_size=1024,

@@ -46,10 +46,11 @@ def build_word_tokenizer(
     pad_token = EOS if pad_with_eos else next(t for t, i in vocab.items() if i == 0)
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])]
     )
+    tok.add_special_tokens([UNK, BOS, EOS])
     tok.enable_truncation(MAX_LENGTH)
     tok.enable_padding(length=MAX_LENGTH, pad_id=pad_id, pad_token=pad_token)
     return tok, {"bos": vocab[BOS], "eos": vocab[EOS], "pad": pad_id, "unk": vocab[UNK]}

@@ -1,0 +1,533 @@
+"""Train shapes-tiny: AutoencoderKL, then UNet2DConditionModel + CLIPTextModel, on the procedural shapes world.
+
+    python -m exporter.shapes.train --out out/shapes-tiny                 # defaults: ~75 min on 2 CPU cores
+    python -m exporter.shapes.train --out out/shapes-tiny --device cuda   # same recipe on a GPU
+
+Stages (each resumable from --out/checkpoints/, so rerunning the same command continues where it stopped):
+  1. vae    AutoencoderKL on rendered scenes: L1 + L2 + a tiny KL; then its scaling_factor is set so the
+            encoder-mean latents of training images have unit std.
+  2. pool   renders --pool training scenes once and encodes them to encoder-mean latents (x scaling_factor).
+  3. unet   UNet2DConditionModel + CLIPTextModel trained jointly with SD's DDPM schedule (epsilon), 10% empty
+            prompts, AdamW + warm-up + cosine decay, EMA of both; optional evaluations between chunks.
+  4. save   diffusers-style folder: unet/ vae/ text_encoder/ tokenizer/ scheduler/ model_index.json,
+            train_info.json, losses.csv, eval.csv, losses.png; then the held-out text-to-image evaluation.
+
+Everything is seeded: the scene of every (stage, step, slot) comes from its own numpy stream and the noise of
+every step from a CPU torch.Generator seeded by (seed, stage, step), so a resumed run equals an unbroken one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import models as M
+from . import sample as SP
+from . import scenes as S
+from . import tokenizer as T
+
+# Stream ids of the numpy generators (scenes.train_batch(stream=...)) and torch seeds.
+_STREAM_VAE, _STREAM_POOL, _STREAM_ORDER, _STREAM_DROP = 1, 2, 3, 4
+_STAGE_IDS = {"vae": 1, "unet": 2}
+
+
+def _seed(seed: int, stage: str, step: int) -> int:
+    return (seed * 1_000_003 + _STAGE_IDS[stage] * 100_000_007 + step) % (2**63 - 1)
+
+
+def _lr_at(step: int, total: int, base: float, warmup: int, final_frac: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+class EMA:
+    """Exponential moving average of parameters (decay warms up as min(decay, (1+n)/(10+n)))."""
+
+    def __init__(self, params, decay: float):
+        self.decay = decay
+        self.shadow = [p.detach().clone() for p in params]
+        self.n = 0
+
+    @torch.no_grad()
+    def update(self, params):
+        self.n += 1
+        d = min(self.decay, (1 + self.n) / (10 + self.n))
+        for s, p in zip(self.shadow, params):
+            s.lerp_(p.detach(), 1 - d)
+
+    @torch.no_grad()
+    def copy_to(self, params):
+        for s, p in zip(self.shadow, params):
+            p.copy_(s)
+
+    def state_dict(self):
+        return {"decay": self.decay, "n": self.n, "shadow": self.shadow}
+
+    def load_state_dict(self, d):
+        self.decay, self.n = d["decay"], d["n"]
+        for s, v in zip(self.shadow, d["shadow"]):
+            s.copy_(v)
+
+
+class Logger:
+    """Appends rows to a CSV (header fixed at creation); rows are also kept for the plots."""
+
+    def __init__(self, path: Path, fields: list[str]):
+        self.path, self.fields = path, fields
+        if not path.exists():
+            with path.open("w", newline="") as f:
+                csv.writer(f).writerow(fields)
+
+    def write(self, rows: list[dict]):
+        if not rows:
+            return
+        with self.path.open("a", newline="") as f:
+            w = csv.writer(f)
+            for r in rows:
+                w.writerow([_fmt(r.get(k, "")) for k in self.fields])
+
+    def truncate_after(self, stage: str, step: int):
+        """Drop rows of ``stage`` past ``step`` (written after the checkpoint we resume from)."""
+        if not self.path.exists():
+            return
+        with self.path.open() as f:
+            rows = list(csv.DictReader(f))
+        keep = [r for r in rows if not (r.get("stage") == stage and int(r["step"]) > step)]
+        if len(keep) != len(rows):
+            with self.path.open("w", newline="") as f:
+                w = csv.DictWriter(f, self.fields)
+                w.writeheader()
+                w.writerows(keep)
+
+
+def _fmt(v):
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def _save_ckpt(path: Path, state: dict):
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _images(scenes_) -> np.ndarray:
+    return S.render_batch(scenes_)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 1: VAE
+# --------------------------------------------------------------------------------------------------
+
+
+def train_vae(a, out: Path, dev: torch.device, log: Logger):
+    ck = out / "checkpoints" / "vae.pt"
+    torch.manual_seed(a.seed)
+    vae = M.build_vae(sample_size=a.image_size).to(dev)
+    opt = torch.optim.AdamW(vae.parameters(), lr=a.vae_lr, weight_decay=0.0)
+    step, elapsed = 0, 0.0
+    if ck.exists():
+        st = torch.load(ck, map_location=dev, weights_only=False)
+        vae.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, elapsed = st["step"], st["elapsed"]
+        log.truncate_after("vae", step)
+        print(f"[vae] resumed at step {step}")
+    if st_done(ck) and step >= a.vae_steps:
+        return vae, st_done(ck)
+    vae.train()
+    npix = 3 * a.image_size * a.image_size
+    t0, rows = time.time() - elapsed, []
+    while step < a.vae_steps:
+        lr = _lr_at(step, a.vae_steps, a.vae_lr, a.vae_warmup, 0.02)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = SP.to_tensor(_images(S.train_batch(a.seed, step, a.vae_batch, a.image_size, _STREAM_VAE)), dev)
+        gen = torch.Generator().manual_seed(_seed(a.seed, "vae", step))
+        post = vae.encode(x).latent_dist
+        eps = torch.randn(post.mean.shape, generator=gen).to(dev)
+        z = post.mean + post.std * eps
+        rec = vae.decode(z).sample
+        l1 = (rec - x).abs().mean()
+        l2 = (rec - x).pow(2).mean()
+        kl = post.kl().mean() / npix
+        loss = l1 + l2 + a.vae_kl * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        rows.append(dict(stage="vae", step=step, loss=loss.item(), l1=l1.item(), l2=l2.item(), kl=kl.item(),
+                         lr=lr, elapsed_s=time.time() - t0))
+        if step % a.log_every == 0 or step == a.vae_steps:
+            r = rows[-1]
+            print(f"[vae] {step}/{a.vae_steps} loss {r['loss']:.4f} l1 {r['l1']:.4f} l2 {r['l2']:.5f} "
+                  f"{r['elapsed_s'] / step:.3f}s/step", flush=True)
+        if step % a.ckpt_every == 0 or step == a.vae_steps:
+            log.write(rows)
+            rows = []
+            _save_ckpt(ck, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                            "elapsed": time.time() - t0, "done": None})
+    wall = time.time() - t0
+    vae.eval()
+    held = S.split_scenes("heldout", a.vae_eval, a.seed, a.image_size)
+    ev = SP.vae_psnr(vae, held)
+    print(f"[vae] held-out reconstruction PSNR {ev['psnr_mean']:.2f} dB (min {ev['psnr_min']:.2f}) on {ev['n']}")
+    done = {"steps": step, "wall_s": wall, "final_loss": _mean_loss(log, "vae"),
+            "heldout_psnr": ev}
+    _save_ckpt(ck, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": wall,
+                    "done": done})
+    return vae, done
+
+
+def st_done(ck: Path):
+    if not ck.exists():
+        return None
+    return torch.load(ck, map_location="cpu", weights_only=False).get("done")
+
+
+def _mean_loss(log: Logger, stage: str, n: int = 100) -> float | None:
+    r = _tail(log, stage, n)
+    return float(np.mean([x["loss"] for x in r])) if r else None
+
+
+def _tail(log: Logger, stage: str, n: int = 100) -> list[dict]:
+    with log.path.open() as f:
+        rows = [r for r in csv.DictReader(f) if r["stage"] == stage]
+    return [{k: float(v) for k, v in r.items() if k not in ("stage",) and v != ""} for r in rows[-n:]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 2: latent pool
+# --------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def build_pool(a, vae, dev: torch.device):
+    """Scenes of the pool (deterministic), their prompts and encoder-mean latents (unscaled, on CPU)."""
+    t0 = time.time()
+    rng = S.split_rng("train", a.seed, _STREAM_POOL)
+    scenes_ = [S.sample_split_scene(rng, "train", a.image_size) for _ in range(a.pool)]
+    prompts = [S.prompt_for(s) for s in scenes_]
+    lats = []
+    bs = 256
+    for i in range(0, a.pool, bs):
+        lats.append(SP.encode_images(vae, _images(scenes_[i:i + bs]), bs, dev).cpu())
+    lat = torch.cat(lats)
+    print(f"[pool] {a.pool} scenes encoded in {time.time() - t0:.0f}s")
+    return prompts, lat, time.time() - t0
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 3: UNet + text encoder
+# --------------------------------------------------------------------------------------------------
+
+
+def _unet_batch(a, step: int, prompts, lat, sf: float, vae, dev):
+    """(latents x sf, token ids) of a step: pool order is a per-epoch permutation; on-the-fly without pool."""
+    if lat is not None:
+        per = a.pool // a.batch
+        epoch, k = divmod(step, per)
+        perm = np.random.default_rng([a.seed, _STREAM_ORDER, epoch]).permutation(a.pool)
+        idx = perm[k * a.batch:(k + 1) * a.batch]
+        z = lat[idx].to(dev) * sf
+        ps = [prompts[i] for i in idx]
+    else:
+        sc = S.train_batch(a.seed, step, a.batch, a.image_size, 0)
+        z = SP.encode_images(vae, _images(sc), a.batch, dev) * sf
+        ps = [S.prompt_for(s) for s in sc]
+    drop = np.random.default_rng([a.seed, _STREAM_DROP, step]).random(len(ps)) < a.p_uncond
+    ps = ["" if d else p for p, d in zip(ps, drop)]
+    return z, torch.from_numpy(T.encode_batch(ps)).to(dev)
+
+
+def train_unet(a, out: Path, dev: torch.device, vae, sf: float, pool, log: Logger, evlog: Logger):
+    ck = out / "checkpoints" / "unet.pt"
+    torch.manual_seed(a.seed + 1)
+    unet = M.build_unet(sample_size=a.image_size // 4).to(dev)
+    te = M.build_text_encoder().to(dev)
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.999), weight_decay=0.01)
+    ema = EMA(params, a.ema)
+    sched = M.ddpm_scheduler()
+    acp = sched.alphas_cumprod.to(dev)
+    step, elapsed = 0, 0.0
+    if ck.exists():
+        st = torch.load(ck, map_location=dev, weights_only=False)
+        unet.load_state_dict(st["unet"])
+        te.load_state_dict(st["text_encoder"])
+        opt.load_state_dict(st["opt"])
+        ema.load_state_dict(st["ema"])
+        step, elapsed = st["step"], st["elapsed"]
+        log.truncate_after("unet", step)
+        evlog.truncate_after("unet", step)
+        print(f"[unet] resumed at step {step}")
+    prompts, lat = pool if pool is not None else (None, None)
+    unet.train()
+    te.train()
+    t0, rows = time.time() - elapsed, []
+    eval_s = 0.0
+    stop = min(a.unet_steps, a.until) if a.until else a.unet_steps
+    while step < stop:
+        lr = _lr_at(step, a.unet_steps, a.lr, a.warmup, 0.1)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        z, ids = _unet_batch(a, step, prompts, lat, sf, vae, dev)
+        gen = torch.Generator().manual_seed(_seed(a.seed, "unet", step))
+        noise = torch.randn(z.shape, generator=gen).to(dev)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(z),), generator=gen).to(dev)
+        ac = acp[t].view(-1, 1, 1, 1)
+        noisy = ac.sqrt() * z + (1 - ac).sqrt() * noise  # == DDPMScheduler.add_noise
+        ctx = te(ids)[0]
+        pred = unet(noisy, t, encoder_hidden_states=ctx).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update(params)
+        step += 1
+        rows.append(dict(stage="unet", step=step, loss=loss.item(), grad_norm=float(gn), lr=lr,
+                         elapsed_s=time.time() - t0 - eval_s))
+        if step % a.log_every == 0 or step == stop:
+            recent = np.mean([r["loss"] for r in rows[-a.log_every:]])
+            print(f"[unet] {step}/{a.unet_steps} loss {recent:.4f} lr {lr:.2e} "
+                  f"{rows[-1]['elapsed_s'] / max(1, step):.3f}s/step", flush=True)
+        if step % a.ckpt_every == 0 or step == stop:
+            log.write(rows)
+            rows = []
+            _save_ckpt(ck, {"unet": unet.state_dict(), "text_encoder": te.state_dict(), "opt": opt.state_dict(),
+                            "ema": ema.state_dict(), "step": step, "elapsed": time.time() - t0 - eval_s})
+        if a.eval_every and step % a.eval_every == 0 and step < a.unet_steps:
+            te0 = time.time()
+            m = _ema_model(unet, te, ema, vae, dev)
+            r = SP.evaluate_t2i(m, a.eval_every_n, a.eval_every_steps, 7.5, a.seed)
+            r.pop("accuracy_by_objects")
+            evlog.write([dict(stage="unet", step=step, **r)])
+            print(f"[eval] step {step}: accuracy {r['accuracy']:.3f} ({a.eval_every_n} prompts, "
+                  f"{a.eval_every_steps} DDIM steps, {time.time() - te0:.0f}s)", flush=True)
+            eval_s += time.time() - te0
+            unet.train()
+            te.train()
+    wall = time.time() - t0 - eval_s
+    return unet, te, ema, step, wall
+
+
+def _ema_model(unet, te, ema, vae, dev) -> SP.ShapesModel:
+    u, t = copy.deepcopy(unet).eval(), copy.deepcopy(te).eval()
+    ema.copy_to(list(u.parameters()) + list(t.parameters()))
+    return SP.ShapesModel(u, vae, t, dev)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 4: save
+# --------------------------------------------------------------------------------------------------
+
+
+def save_folder(out: Path, unet, te, vae):
+    from diffusers import __version__ as dv
+
+    for name, m in (("unet", unet), ("vae", vae), ("text_encoder", te)):
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+        m.save_pretrained(out / name, safe_serialization=True)
+    T.save(out / "tokenizer")
+    sch = M.ddim_scheduler()
+    sch.save_pretrained(out / "scheduler")
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": dv,
+        "feature_extractor": [None, None],
+        "image_encoder": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def plot(out: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with (out / "losses.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    ev = []
+    if (out / "eval.csv").exists():
+        with (out / "eval.csv").open() as f:
+            ev = list(csv.DictReader(f))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for ax, stage in zip(axes, ("vae", "unet")):
+        r = [x for x in rows if x["stage"] == stage]
+        if not r:
+            ax.set_visible(False)
+            continue
+        st = np.array([int(x["step"]) for x in r])
+        lo = np.array([float(x["loss"]) for x in r])
+        ax.plot(st, lo, lw=0.4, alpha=0.35, color="C0", label="loss")
+        k = max(1, len(lo) // 50)
+        if len(lo) > k:
+            sm = np.convolve(lo, np.ones(k) / k, mode="valid")
+            ax.plot(st[k - 1:], sm, color="C0", label=f"mean of {k}")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title({"vae": "AutoencoderKL: L1 + L2 + KL", "unet": "UNet + text encoder: epsilon MSE"}[stage])
+        ax.grid(alpha=0.3)
+        if stage == "unet" and ev:
+            ax2 = ax.twinx()
+            ax2.plot([int(x["step"]) for x in ev], [float(x["accuracy"]) for x in ev], "o-", color="C3",
+                     label="held-out accuracy")
+            ax2.set_ylim(0, 1.02)
+            ax2.set_ylabel("colour+shape accuracy", color="C3")
+        ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out / "losses.png", dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--image-size", type=int, default=64)
+    g = ap.add_argument_group("autoencoder")
+    g.add_argument("--vae-steps", type=int, default=3000)
+    g.add_argument("--vae-batch", type=int, default=16)
+    g.add_argument("--vae-lr", type=float, default=1e-3)
+    g.add_argument("--vae-warmup", type=int, default=100)
+    g.add_argument("--vae-kl", type=float, default=1e-6, help="weight of KL (summed over latent) / pixels")
+    g.add_argument("--vae-eval", type=int, default=256, help="held-out scenes for the PSNR check")
+    g = ap.add_argument_group("unet + text encoder")
+    g.add_argument("--unet-steps", type=int, default=8000)
+    g.add_argument("--batch", type=int, default=64)
+    g.add_argument("--lr", type=float, default=8e-4)
+    g.add_argument("--warmup", type=int, default=300)
+    g.add_argument("--ema", type=float, default=0.999)
+    g.add_argument("--p-uncond", type=float, default=0.1, help="prompt dropout (empty prompt) for CFG")
+    g.add_argument("--pool", type=int, default=65536,
+                   help="training scenes rendered+encoded once (0: render and encode every batch)")
+    g.add_argument("--until", type=int, default=0, help="stop the UNet stage after this step (resume later)")
+    g = ap.add_argument_group("bookkeeping")
+    g.add_argument("--log-every", type=int, default=50)
+    g.add_argument("--ckpt-every", type=int, default=500)
+    g.add_argument("--eval-every", type=int, default=0, help="evaluate between chunks of this many UNet steps")
+    g.add_argument("--eval-every-n", type=int, default=50)
+    g.add_argument("--eval-every-steps", type=int, default=20)
+    g.add_argument("--eval-prompts", type=int, default=200, help="final held-out evaluation (0: skip)")
+    g.add_argument("--eval-steps", type=int, default=50)
+    g.add_argument("--eval-guidance", type=float, default=7.5)
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device")
+    dev = torch.device(a.device)
+    out = a.out
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    args_path = out / "checkpoints" / "args.json"
+    argd = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
+    # Settings that change the trained weights; the others (bookkeeping, evaluation) may change on resume.
+    recipe = {k: v for k, v in argd.items()
+              if k not in ("out", "until", "threads", "device", "log_every", "ckpt_every", "vae_eval")
+              and not k.startswith("eval")}
+    if args_path.exists():
+        old = json.loads(args_path.read_text())
+        diff = {k: (old.get(k), v) for k, v in recipe.items() if old.get(k) != v}
+        if diff:
+            raise SystemExit(f"{out} holds a run with other settings {diff}; use another --out or delete it")
+    else:
+        args_path.write_text(json.dumps(recipe, indent=2))
+    T0 = time.time()
+    log = Logger(out / "losses.csv", ["stage", "step", "loss", "l1", "l2", "kl", "grad_norm", "lr", "elapsed_s"])
+    evlog = Logger(out / "eval.csv", ["stage", "step", "n", "steps", "guidance", "seed", "accuracy", "per_object",
+                                      "colour_accuracy", "shape_accuracy", "background_accuracy", "seconds"])
+
+    vae, vae_info = train_vae(a, out, dev, log)
+    vae.eval().requires_grad_(False)
+
+    pool = None
+    pool_s = 0.0
+    if a.pool:
+        prompts, lat, pool_s = build_pool(a, vae, dev)
+        pool = (prompts, lat)
+        std = float(lat.std())
+    else:
+        sc = S.split_scenes("train", 4096, a.seed + 7, a.image_size)
+        std = float(SP.encode_images(vae, _images(sc), 256, dev).std())
+    sf = 1.0 / std
+    vae.register_to_config(scaling_factor=sf)
+    print(f"[vae] scaling_factor = {sf:.5f} (latent std {std:.4f})")
+
+    unet, te, ema, step, unet_wall = train_unet(a, out, dev, vae, sf, pool, log, evlog)
+    if step < a.unet_steps:
+        print(f"[unet] stopped at step {step} (--until); rerun without --until to continue")
+        plot(out)
+        return
+    ema.copy_to(list(unet.parameters()) + list(te.parameters()))
+    unet.eval()
+    te.eval()
+    save_folder(out, unet.cpu(), te.cpu(), vae.cpu())
+    unet.to(dev), te.to(dev), vae.to(dev)
+    plot(out)
+
+    info = {
+        "seed": a.seed,
+        "args": argd,
+        "torch": torch.__version__,
+        "diffusers": __import__("diffusers").__version__,
+        "transformers": __import__("transformers").__version__,
+        "device": a.device if a.device == "cpu" else torch.cuda.get_device_name(),
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "params": {"unet": M.n_params(unet), "vae": M.n_params(vae), "text_encoder": M.n_params(te)},
+        "vae": vae_info,
+        "scaling_factor": sf,
+        "pool": {"scenes": a.pool, "wall_s": pool_s},
+        "unet": {"steps": step, "batch": a.batch, "wall_s": unet_wall,
+                 "final_loss": _mean_loss(log, "unet", 200)},
+    }
+    if a.eval_prompts:
+        t = time.time()
+        r = SP.evaluate_t2i(SP.ShapesModel(unet, vae, te, dev), a.eval_prompts, a.eval_steps, a.eval_guidance,
+                            a.seed)
+        evlog.write([dict(stage="final", step=step, **{k: v for k, v in r.items() if k != "accuracy_by_objects"})])
+        info["eval"] = r
+        print(f"[eval] held-out text-to-image accuracy {r['accuracy']:.3f} ({a.eval_prompts} prompts, "
+              f"{a.eval_steps} DDIM steps, w={a.eval_guidance}, {time.time() - t:.0f}s)")
+    info["wall_s_this_invocation"] = time.time() - T0
+    info["wall_s_total"] = vae_info["wall_s"] + pool_s + unet_wall + info.get("eval", {}).get("seconds", 0.0)
+    (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    plot(out)
+    print(f"[done] {out} ({info['wall_s_total'] / 60:.1f} min of training+eval)")
+
+
+if __name__ == "__main__":
+    main()

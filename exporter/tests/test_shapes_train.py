@@ -1,0 +1,125 @@
+"""Smoke test of the shapes-tiny training script: a handful of steps of each stage, folder loads back."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from exporter.shapes import models as M
+from exporter.shapes import sample as SP
+from exporter.shapes import tokenizer as T
+from exporter.shapes import train
+
+TINY = ["--threads", "1", "--vae-steps", "3", "--vae-batch", "4", "--vae-warmup", "1", "--vae-eval", "4",
+        "--unet-steps", "4", "--batch", "8", "--warmup", "1", "--pool", "32", "--ckpt-every", "2",
+        "--log-every", "1", "--eval-prompts", "2", "--eval-steps", "2"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One CPU thread: these models are tiny, and two threads on a busy 2-core machine stall badly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, one_thread):
+    out = tmp_path_factory.mktemp("shapes") / "model"
+    train.main(["--out", str(out), *TINY])
+    return out
+
+
+def test_folder_layout_and_configs(trained):
+    out = trained
+    for f in ["unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
+              "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json",
+              "text_encoder/model.safetensors", "tokenizer/tokenizer.json", "scheduler/scheduler_config.json",
+              "model_index.json", "train_info.json", "losses.csv", "losses.png", "eval.csv"]:
+        assert (out / f).is_file(), f
+    sch = json.loads((out / "scheduler/scheduler_config.json").read_text())
+    assert sch["_class_name"] == "DDIMScheduler"
+    for k, v in dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                     clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon").items():
+        assert sch[k] == v, k
+    idx = json.loads((out / "model_index.json").read_text())
+    assert idx["unet"] == ["diffusers", "UNet2DConditionModel"] and idx["vae"] == ["diffusers", "AutoencoderKL"]
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["vae"]["steps"] == 3 and info["unet"]["steps"] == 4 and info["seed"] == 0
+    assert info["params"]["unet"] > 1_000_000 and info["torch"] == torch.__version__
+    assert "accuracy" in info["eval"]
+    rows = (out / "losses.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 + 4
+
+
+def test_loads_with_from_pretrained(trained):
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    unet = UNet2DConditionModel.from_pretrained(trained / "unet")
+    vae = AutoencoderKL.from_pretrained(trained / "vae")
+    te = CLIPTextModel.from_pretrained(trained / "text_encoder")
+    DDIMScheduler.from_pretrained(trained / "scheduler")
+    assert unet.config.sample_size == 16 and unet.config.cross_attention_dim == te.config.hidden_size == 128
+    assert te.config.vocab_size == T.VOCAB_SIZE and te.config.eos_token_id == T.EOS_ID
+    assert te.config.max_position_embeddings == 77
+    sf = vae.config.scaling_factor
+    assert sf != 1.0 and sf > 0
+    info = json.loads((trained / "train_info.json").read_text())
+    assert sf == pytest.approx(info["scaling_factor"])
+    # the UNet runs on the VAE's latent grid with the text encoder's states
+    ids = torch.from_numpy(T.encode_batch(["a red circle on a white background"]))
+    with torch.no_grad():
+        ctx = te(ids)[0]
+        z = vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean
+        eps = unet(z * sf, 10, encoder_hidden_states=ctx).sample
+    assert z.shape == (1, 4, 16, 16) and eps.shape == z.shape
+
+
+def test_sampler(trained):
+    m = SP.load(trained)
+    ims = SP.generate(m, ["a red circle on a white background", ""], steps=2, guidance=7.5, seed=1)
+    assert ims.shape == (2, 64, 64, 3) and ims.dtype == np.uint8
+    again = SP.generate(m, ["a red circle on a white background"], steps=2, guidance=7.5, seed=1, batch_size=1)
+    assert np.array_equal(ims[:1], again)
+
+
+def test_diffusers_pipeline_loads(trained):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(trained), safety_checker=None, feature_extractor=None)
+    img = pipe("a blue square on a gray background", num_inference_steps=2, output_type="np",
+               generator=torch.Generator().manual_seed(0)).images
+    assert img.shape == (1, 64, 64, 3)
+
+
+def test_resume_is_exact(tmp_path, trained):
+    """Stopping after 2 UNet steps and resuming gives the same weights as the unbroken run."""
+    out = tmp_path / "resumed"
+    args = ["--out", str(out), *TINY, "--eval-prompts", "0"]
+    train.main(args + ["--until", "2"])
+    assert not (out / "unet").exists()
+    train.main(args)
+    a = torch.load(out / "checkpoints/unet.pt", weights_only=False)
+    b = torch.load(trained / "checkpoints/unet.pt", weights_only=False)
+    assert a["step"] == b["step"] == 4
+    for k in a["unet"]:
+        assert torch.equal(a["unet"][k], b["unet"][k]), k
+    for x, y in zip(a["ema"]["shadow"], b["ema"]["shadow"]):
+        assert torch.equal(x, y)
+
+
+def test_rejects_other_settings(trained):
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(trained), *TINY, "--lr", "1e-3"])
+
+
+def test_configs_match_brief():
+    unet, vae, te = M.build_unet(), M.build_vae(), M.build_text_encoder()
+    assert 1_500_000 <= M.n_params(unet) <= 2_000_000
+    assert M.n_params(vae) < 1_000_000
+    assert te.config.hidden_size == 128 and te.config.num_hidden_layers == 2 and te.config.num_attention_heads == 4
+    assert unet.config.down_block_types[0] == "DownBlock2D" and unet.config.up_block_types[-1] == "UpBlock2D"
+    assert len(vae.config.block_out_channels) == 3  # 64 -> 16
