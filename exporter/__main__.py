@@ -47,8 +47,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(time_model(args.model, args.repeats, args.threads), indent=2))
         return 0
 
-    import torch
-
     if args.command == "fixtures":
         from .fixtures import write
 
@@ -60,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     from .configs import build_random
     from .export import export_components, load_diffusers
 
-    torch.set_grad_enabled(False)
     components = load_diffusers(args.source) if args.command == "export" else build_random(args.config, args.seed)
     manifest = export_components(components, args.out, opset=args.opset, fp16=args.fp16, skip_grad=args.skip_grad,
                                  force=args.force, quiet=args.quiet)

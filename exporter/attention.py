@@ -126,8 +126,8 @@ class ExplicitAttnProcessor:
         if state.record_shapes:
             state.seen[self.name] = (is_cross, n_q)
         ctl = state.inputs
-        if ctl is None:
-            return probs
+        if ctl is None or not (is_cross or self.inject_self):
+            return probs  # untouched layers: no split/stack copies of (large) self-attention maps
         # [2, K, heads, N, M]: reshaping (not slicing by K) keeps the batch dimension symbolic on export.
         halves = probs.reshape(2, -1, *probs.shape[1:])
         uncond, cond = halves[0], halves[1]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 
 def split_prediction(model_out, latent, alpha_t, prediction_type: str):
     """(predicted x0, predicted noise) from the model output at cumulative alpha alpha_t."""

@@ -63,12 +63,11 @@ def choose_map_resolution(cross_resolutions: set[int], latent_size: int) -> int:
     return big_enough[0] if big_enough else max(cross_resolutions)
 
 
-
 class ControlUnet(torch.nn.Module):
     """UNet with Prompt-to-Prompt control inputs (see attention.py) that also returns cross-attention maps.
 
     Batch layout [uncond x K, cond x K]. Returns (noise [2K,C,h,w], attention_maps [K, r, r, 77]): the
-    conditional branches' cross-attention maps at resolution r, averaged over heads and layers.
+    conditional branches' cross-attention maps at resolution r, averaged over heads and the down/up layers.
     """
 
     def __init__(self, unet):

@@ -173,7 +173,7 @@ class P2PController:
     """AttentionStore + AttentionReplace/Refine/Reweight + LocalBlend of the notebook, one class."""
 
     def __init__(self, tokens: Tokens, prompts: list[str], spec: EditSpec, num_steps: int, map_tokens: int,
-                 self_max_tokens: int):
+                 self_max_tokens: int, device: str | torch.device = "cpu"):
         self.k = len(prompts)
         self.spec = spec
         self.map_tokens = map_tokens
@@ -213,6 +213,10 @@ class P2PController:
             self.blend = alpha_layers
         self.blend_start = int(spec.blend_start * num_steps)
         self.mask_history: list[torch.Tensor] = []
+        for name in ("mapper", "alphas", "equalizer", "cross_alpha", "blend"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.to(device))
 
     # cross-attention of the edit branches, before time blending
     def _replace_cross(self, base: torch.Tensor, replace: torch.Tensor) -> torch.Tensor:
@@ -260,7 +264,7 @@ class P2PController:
             mask = mask.gt(self.spec.blend_threshold)
             mask = (mask[:1] | mask).float()
         if self.spec.user_mask is not None and step_index + 1 > self.blend_start:
-            um = self.spec.user_mask.to(x_t.dtype)[None, None].expand(self.k, 1, *x_t.shape[2:])
+            um = self.spec.user_mask.to(x_t)[None, None].expand(self.k, 1, *x_t.shape[2:])
             mask = um if (mask is None or self.spec.user_mask_mode == "replace") else torch.maximum(mask, um)
         if mask is None:
             return x_t
@@ -306,12 +310,13 @@ class _ControlledProcessor:
 # ---- the method -----------------------------------------------------------------------------------
 
 class Reference:
-    def __init__(self, c: Components, settings: Settings | None = None):
+    def __init__(self, c: Components, settings: Settings | None = None, device: str = "cpu"):
         self.c = c
         self.s = settings or Settings()
+        self.device = torch.device(device)
         self.unet, self.vae, self.text_encoder = c.unet.eval(), c.vae.eval(), c.text_encoder.eval()
         for m in (self.unet, self.vae, self.text_encoder):
-            m.requires_grad_(False)
+            m.requires_grad_(False).to(self.device)
         self.tokens = Tokens(c.tokenizer)
         self.scheduler = DDIMScheduler.from_config(c.scheduler_config)
         self.scheduler.set_timesteps(self.s.steps)
@@ -319,6 +324,8 @@ class Reference:
         self.timesteps = [int(t) for t in self.scheduler.timesteps]  # high to low
         self.step_size = self.scheduler.config.num_train_timesteps // self.s.steps
         self.scaling = float(self.vae.config.scaling_factor)
+        self.alphas_cumprod = self.scheduler.alphas_cumprod.to(self.device)
+        self.final_alpha = torch.as_tensor(self.scheduler.final_alpha_cumprod).to(self.device)
         self.controller: P2PController | None = None
         self.record_tokens: dict | None = None
         self.unet_forward = 0
@@ -326,27 +333,27 @@ class Reference:
 
     # -- modules
     def alpha(self, t: int) -> torch.Tensor:
-        return self.scheduler.alphas_cumprod[t] if t >= 0 else self.scheduler.final_alpha_cumprod
+        return self.alphas_cumprod[t] if t >= 0 else self.final_alpha
 
     def unet_out(self, latent, t: int, emb) -> torch.Tensor:
         self.unet_forward += latent.shape[0]
-        return self.unet(latent, torch.tensor([t]), emb, return_dict=False)[0]
+        return self.unet(latent, torch.tensor([t], device=self.device), emb, return_dict=False)[0]
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        return self.text_encoder(input_ids=self.tokens.ids(prompts)).last_hidden_state
+        return self.text_encoder(input_ids=self.tokens.ids(prompts).to(self.device)).last_hidden_state
 
     @torch.no_grad()
     def image_to_latent(self, image: np.ndarray) -> torch.Tensor:
         """uint8 [H, W, 3] already at model size -> scaled latent from the encoder mean."""
-        x = torch.from_numpy(image).float().permute(2, 0, 1)[None] / 127.5 - 1
+        x = torch.from_numpy(image).float().permute(2, 0, 1)[None].to(self.device) / 127.5 - 1
         return self.vae.encode(x).latent_dist.mean * self.scaling
 
     @torch.no_grad()
     def latent_to_image(self, latent: torch.Tensor) -> np.ndarray:
         x = self.vae.decode(latent / self.scaling, return_dict=False)[0]
         x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return x.permute(0, 2, 3, 1).numpy()
+        return x.permute(0, 2, 3, 1).cpu().numpy()
 
     def prev_step(self, out, t: int, latent) -> torch.Tensor:
         return ddim_step(out, latent, self.alpha(t), self.alpha(t - self.step_size), self.prediction_type)
@@ -451,7 +458,8 @@ class Reference:
         try:
             cross_dim = self.unet.config.cross_attention_dim
             with torch.no_grad():
-                self.unet(torch.zeros(latent_shape), torch.tensor([1]), torch.zeros(1, MAX_TOKENS, cross_dim))
+                self.unet(torch.zeros(latent_shape, device=self.device), torch.tensor([1], device=self.device),
+                          torch.zeros(1, MAX_TOKENS, cross_dim, device=self.device))
             return dict(self.record_tokens)
         finally:
             self.record_tokens = None
@@ -468,7 +476,7 @@ class Reference:
 
             map_resolution = choose_map_resolution(cross, latent_size)
         self_max = max(n for c, n in lay.values() if not c)
-        ctl = P2PController(self.tokens, prompts, spec, self.s.steps, map_resolution ** 2, self_max)
+        ctl = P2PController(self.tokens, prompts, spec, self.s.steps, map_resolution ** 2, self_max, self.device)
         self.controller = ctl
         self.unet.set_attn_processor({n: _ControlledProcessor(self, n) for n in self._plain_processors})
         try:
