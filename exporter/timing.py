@@ -58,10 +58,10 @@ def time_model(folder: Path, repeats: int = 3, threads: int = 0, graphs=("unet",
             raise SystemExit(f"{entry['file']}: inputs {names} differ from nti.json")
         runs = [("", 2)] if key != "unet" else [(f"_batch{b}", b) for b in batches]
         for suffix, k in runs:
-            feeds = _feeds(entry, rng, k=k if key == "unet_control" else 1)
-            if key == "unet":
-                b = k
-                feeds = {n: (np.repeat(v[:1], b, axis=0) if v.ndim > 1 else v) for n, v in _feeds(entry, rng, 1).items()}
+            if key == "unet":  # batch k of one sample, as classifier-free guidance feeds it
+                feeds = {n: (np.repeat(v[:1], k, axis=0) if v.ndim > 1 else v) for n, v in _feeds(entry, rng).items()}
+            else:
+                feeds = _feeds(entry, rng, k=k if key == "unet_control" else 1)
             sess.run(None, feeds)  # warm-up: allocations, pre-packing
             times = []
             for _ in range(repeats):

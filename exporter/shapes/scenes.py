@@ -364,33 +364,31 @@ def _rng(rng):
     return rng if rng is not None else np.random.default_rng(0)
 
 
-def colour_swap(scene: Scene, rng: np.random.Generator | None = None, index: int | None = None,
-                new_colour: str | None = None) -> Edit:
-    """One object's colour changes (one word of the prompt). Mask: that object's pixels."""
+def _swap_attribute(scene: Scene, rng, index: int | None, attr: str, options, new: str | None):
+    """Change one attribute of one object: (index, edited scene)."""
     rng = _rng(rng)
     i = int(rng.integers(len(scene.objects))) if index is None else index
     o = scene.objects[i]
-    new_colour = new_colour or _pick(rng, COLOURS, exclude=(o.colour,))
-    if new_colour == o.colour:
-        raise ValueError("new colour equals the old one")
+    old = getattr(o, attr)
+    new = new or _pick(rng, options, exclude=(old,))
+    if new == old:
+        raise ValueError(f"new {attr} equals the old one")
     objs = list(scene.objects)
-    objs[i] = dataclasses.replace(o, colour=new_colour)
-    edited = scene.replace(objects=tuple(objs))
+    objs[i] = dataclasses.replace(o, **{attr: new})
+    return i, scene.replace(objects=tuple(objs))
+
+
+def colour_swap(scene: Scene, rng: np.random.Generator | None = None, index: int | None = None,
+                new_colour: str | None = None) -> Edit:
+    """One object's colour changes (one word of the prompt). Mask: that object's pixels."""
+    i, edited = _swap_attribute(scene, rng, index, "colour", COLOURS, new_colour)
     return Edit(edited, prompt_for(scene), prompt_for(edited), object_masks(scene)[i])
 
 
 def shape_swap(scene: Scene, rng: np.random.Generator | None = None, index: int | None = None,
                new_shape: str | None = None) -> Edit:
     """One object's shape changes (same centre, size, colour). Mask: union of old and new shape."""
-    rng = _rng(rng)
-    i = int(rng.integers(len(scene.objects))) if index is None else index
-    o = scene.objects[i]
-    new_shape = new_shape or _pick(rng, SHAPES, exclude=(o.shape,))
-    if new_shape == o.shape:
-        raise ValueError("new shape equals the old one")
-    objs = list(scene.objects)
-    objs[i] = dataclasses.replace(o, shape=new_shape)
-    edited = scene.replace(objects=tuple(objs))
+    i, edited = _swap_attribute(scene, rng, index, "shape", SHAPES, new_shape)
     mask = object_masks(scene)[i] | object_masks(edited)[i]
     return Edit(edited, prompt_for(scene), prompt_for(edited), mask)
 
