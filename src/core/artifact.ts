@@ -1,0 +1,195 @@
+/**
+ * An inversion saved once and edited many times: a safetensors file whose `__metadata__.nti` holds the
+ * JSON header (settings, prompt, model id and manifest hash, source hash, loss trace) and whose tensors
+ * hold z_T, the per-step null embeddings, Direct Inversion's offsets and the preprocessed source.
+ * Written atomically; read back with every field checked.
+ */
+import { promises as fs } from "node:fs";
+import { writeFileAtomic } from "./files";
+import type { Model } from "./model";
+import { decodeSafetensors, encodeSafetensors, SafetensorsError, StoredTensor } from "./safetensors";
+import type { InversionPairing } from "./scheduler";
+
+export const ARTIFACT_FORMAT = "nti-inversion";
+export const ARTIFACT_VERSION = 1;
+export const ARTIFACT_EXTENSION = ".nti";
+
+export type InversionMethod = "nulltext" | "npi" | "direct" | "ddim";
+export const METHODS: InversionMethod[] = ["nulltext", "npi", "direct", "ddim"];
+
+export interface InversionSettings {
+  method: InversionMethod;
+  steps: number;
+  guidance: number;
+  innerSteps: number;
+  learningRate: number;
+  earlyStop: number;
+  earlyStopSlope: number;
+  pairing: InversionPairing;
+}
+
+/** One null-text step: the loss before each inner Adam step, and the early-stop threshold it was held to. */
+export interface StepRecord {
+  timestep: number;
+  losses: number[];
+  threshold: number;
+}
+
+export interface ArtifactHeader {
+  format: typeof ARTIFACT_FORMAT;
+  version: typeof ARTIFACT_VERSION;
+  created: string;
+  prompt: string;
+  settings: InversionSettings;
+  model: { id: string; manifestSha256: string; dir: string };
+  source: { path: string; sha256: string; width: number; height: number };
+  /** Null-text only: one record per sampling step, highest timestep first. */
+  steps: StepRecord[];
+  stats: { unetForward: number; unetBackward: number; seconds: number; psnr: number | null; ddimPsnr: number | null };
+  notes: string[];
+}
+
+export interface InversionArtifact {
+  header: ArtifactHeader;
+  /** [1, C, h, w] */
+  zT: Float32Array;
+  /** [n, tokens, D], n = steps (null-text) or 1 (the same embedding at every step). */
+  nullEmbeddings: Float32Array;
+  /** Direct Inversion's per-step latent offsets [steps, C, h, w]. */
+  directOffsets: Float32Array | null;
+  /** The preprocessed source, uint8 [size, size, 3]. */
+  source: Uint8Array;
+  dims: { latent: [number, number, number, number]; tokens: number; hidden: number; imageSize: number };
+}
+
+export class ArtifactError extends Error {
+  override name = "ArtifactError";
+}
+
+export function encodeArtifact(a: InversionArtifact): Uint8Array {
+  const { latent, tokens, hidden, imageSize } = a.dims;
+  const n = a.nullEmbeddings.length / (tokens * hidden);
+  const tensors: Record<string, StoredTensor> = {
+    z_T: { dtype: "F32", shape: [...latent], data: a.zT },
+    null_embeddings: { dtype: "F32", shape: [n, tokens, hidden], data: a.nullEmbeddings },
+    source: { dtype: "U8", shape: [imageSize, imageSize, 3], data: a.source },
+  };
+  if (a.directOffsets) {
+    tensors.direct_offsets = { dtype: "F32", shape: [a.header.settings.steps, latent[1], latent[2], latent[3]], data: a.directOffsets };
+  }
+  return encodeSafetensors(tensors, { nti: JSON.stringify(a.header) });
+}
+
+export async function writeArtifact(file: string, artifact: InversionArtifact): Promise<void> {
+  await writeFileAtomic(file, encodeArtifact(artifact));
+}
+
+export async function readArtifact(file: string): Promise<InversionArtifact> {
+  const bytes = await fs.readFile(file).catch((error: NodeJS.ErrnoException) => {
+    throw new ArtifactError(`${file}: cannot read it (${error.code ?? error.message})`);
+  });
+  try {
+    return decodeArtifact(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length));
+  } catch (error) {
+    if (error instanceof ArtifactError || error instanceof SafetensorsError) {
+      throw new ArtifactError(`${file}: not a valid inversion artifact: ${error.message}`);
+    }
+    throw error;
+  }
+}
+
+export function decodeArtifact(bytes: Uint8Array): InversionArtifact {
+  const fail = (msg: string): never => {
+    throw new ArtifactError(msg);
+  };
+  const { tensors, metadata } = decodeSafetensors(bytes);
+  if (typeof metadata.nti !== "string") fail("no nti header");
+  let header: unknown;
+  try {
+    header = JSON.parse(metadata.nti);
+  } catch {
+    fail("the nti header is not valid JSON");
+  }
+  const h = checkHeader(header, fail);
+  const tensor = (name: string, dtype: string, rank: number) => {
+    const t = tensors[name];
+    if (!t) fail(`tensor ${name} is missing`);
+    if (t.dtype !== dtype || t.shape.length !== rank) fail(`tensor ${name} is ${t.dtype}[${t.shape}], expected ${dtype} of rank ${rank}`);
+    return t;
+  };
+  const z = tensor("z_T", "F32", 4);
+  const nulls = tensor("null_embeddings", "F32", 3);
+  const source = tensor("source", "U8", 3);
+  const steps = h.settings.steps;
+  if (z.shape[0] !== 1) fail(`z_T has batch ${z.shape[0]}, expected 1`);
+  if (nulls.shape[0] !== 1 && nulls.shape[0] !== steps) fail(`null_embeddings has ${nulls.shape[0]} rows for ${steps} steps`);
+  if (h.settings.method === "nulltext" && nulls.shape[0] !== steps) fail(`null-text artifact has ${nulls.shape[0]} null embeddings for ${steps} steps`);
+  if (source.shape[0] !== source.shape[1] || source.shape[2] !== 3) fail(`source has shape [${source.shape}], expected [size, size, 3]`);
+  let offsets: Float32Array | null = null;
+  if (h.settings.method === "direct") {
+    const o = tensor("direct_offsets", "F32", 4);
+    if (o.shape[0] !== steps || o.shape.slice(1).join() !== z.shape.slice(1).join()) fail(`direct_offsets has shape [${o.shape}], expected [${steps}, ${z.shape.slice(1)}]`);
+    offsets = o.data as Float32Array;
+  }
+  return {
+    header: h,
+    zT: z.data as Float32Array,
+    nullEmbeddings: nulls.data as Float32Array,
+    directOffsets: offsets,
+    source: source.data as Uint8Array,
+    dims: { latent: z.shape as [number, number, number, number], tokens: nulls.shape[1], hidden: nulls.shape[2], imageSize: source.shape[0] },
+  };
+}
+
+function checkHeader(value: unknown, fail: (msg: string) => never): ArtifactHeader {
+  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+  if (!isObj(value)) fail("the nti header is not an object");
+  const h = value as Record<string, unknown>;
+  if (h.format !== ARTIFACT_FORMAT) fail(`format ${JSON.stringify(h.format)} is not "${ARTIFACT_FORMAT}"`);
+  if (h.version !== ARTIFACT_VERSION) fail(`version ${JSON.stringify(h.version)} is not supported (this engine reads ${ARTIFACT_VERSION})`);
+  if (typeof h.prompt !== "string") fail("prompt is not a string");
+  if (typeof h.created !== "string") fail("created is not a string");
+  const s = h.settings;
+  if (!isObj(s)) fail("settings is missing");
+  const settings = s as Record<string, unknown>;
+  if (!METHODS.includes(settings.method as InversionMethod)) fail(`settings.method ${JSON.stringify(settings.method)} is not one of ${METHODS.join(", ")}`);
+  for (const k of ["steps", "guidance", "innerSteps", "learningRate", "earlyStop", "earlyStopSlope"]) {
+    if (typeof settings[k] !== "number" || !Number.isFinite(settings[k])) fail(`settings.${k} is not a number`);
+  }
+  if (!Number.isInteger(settings.steps) || (settings.steps as number) < 1 || (settings.steps as number) > 1000) fail(`settings.steps ${settings.steps} is not an integer in 1..1000`);
+  if (settings.pairing !== "consistent" && settings.pairing !== "notebook") fail(`settings.pairing ${JSON.stringify(settings.pairing)} is unknown`);
+  const model = h.model;
+  if (!isObj(model) || typeof model.id !== "string" || typeof model.manifestSha256 !== "string" || typeof model.dir !== "string") fail("model must have id, manifestSha256 and dir");
+  const source = h.source;
+  if (!isObj(source) || typeof source.path !== "string" || typeof source.sha256 !== "string" || typeof source.width !== "number" || typeof source.height !== "number") {
+    fail("source must have path, sha256, width and height");
+  }
+  if (!Array.isArray(h.steps)) fail("steps is not a list");
+  for (const [i, r] of (h.steps as unknown[]).entries()) {
+    if (!isObj(r) || typeof r.timestep !== "number" || typeof r.threshold !== "number" || !Array.isArray(r.losses) || !r.losses.every((x) => typeof x === "number")) {
+      fail(`steps[${i}] needs timestep, threshold and losses`);
+    }
+  }
+  if (settings.method === "nulltext" && (h.steps as unknown[]).length !== settings.steps) fail(`steps has ${(h.steps as unknown[]).length} records for ${settings.steps} steps`);
+  const stats = h.stats;
+  if (!isObj(stats) || typeof stats.unetForward !== "number" || typeof stats.unetBackward !== "number" || typeof stats.seconds !== "number") {
+    fail("stats must have unetForward, unetBackward and seconds");
+  }
+  if (!Array.isArray(h.notes) || !h.notes.every((n) => typeof n === "string")) fail("notes is not a list of strings");
+  return value as unknown as ArtifactHeader;
+}
+
+/** An artifact only makes sense with the exact model it was made with. */
+export function checkArtifactMatchesModel(artifact: InversionArtifact, model: Model, file = "artifact"): void {
+  const made = artifact.header.model;
+  if (made.manifestSha256 !== model.manifestSha256) {
+    throw new ArtifactError(
+      `${file} was made with model "${made.id}" (nti.json sha256 ${made.manifestSha256.slice(0, 12)}…), not with "${model.id}" at ${model.dir} (${model.manifestSha256.slice(0, 12)}…): re-invert the image with this model`,
+    );
+  }
+  const [, c, h, w] = model.latentDims;
+  const [, ac, ah, aw] = artifact.dims.latent;
+  if (c !== ac || h !== ah || w !== aw || artifact.dims.hidden !== model.manifest.text_hidden_size) {
+    throw new ArtifactError(`${file}: tensor shapes do not fit model "${model.id}"`);
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * Every ONNX Runtime call of the engine lives here, so the execution provider (CPU today; CUDA or
+ * WebGPU later) is a one-file swap. The rest of the engine sees plain typed arrays.
+ */
+import * as ort from "onnxruntime-node";
+
+export type Float = Float32Array;
+
+export interface BackendOptions {
+  /** Intra-op threads; 0 lets ONNX Runtime choose. */
+  threads?: number;
+  executionProvider?: "cpu" | "cuda";
+}
+
+export interface TensorInfo {
+  name: string;
+  type: string;
+  /** Dimensions; strings are symbolic (dynamic) axes. */
+  shape: (number | string)[];
+}
+
+export type FeedValue =
+  | { type: "float32"; data: Float32Array; dims: readonly number[] }
+  | { type: "int64"; data: BigInt64Array; dims: readonly number[] };
+
+export const f32 = (data: Float32Array, dims: readonly number[]): FeedValue => ({ type: "float32", data, dims });
+export const i64 = (data: BigInt64Array, dims: readonly number[]): FeedValue => ({ type: "int64", data, dims });
+export const scalar = (value: number): FeedValue => f32(Float32Array.of(value), [1]);
+export const timestepFeed = (t: number): FeedValue => i64(BigInt64Array.of(BigInt(t)), [1]);
+
+/** Time spent inside ONNX Runtime, for the engine-overhead figure of the benchmarks. */
+export interface RunStats {
+  calls: number;
+  seconds: number;
+}
+
+export class GraphSession {
+  readonly stats: RunStats = { calls: 0, seconds: 0 };
+
+  private constructor(
+    readonly label: string,
+    private readonly session: ort.InferenceSession,
+  ) {}
+
+  static async create(label: string, file: string, options: BackendOptions = {}): Promise<GraphSession> {
+    const sessionOptions: ort.InferenceSession.SessionOptions = {
+      executionProviders: [options.executionProvider ?? "cpu"],
+      graphOptimizationLevel: "all",
+    };
+    if (options.threads && options.threads > 0) sessionOptions.intraOpNumThreads = options.threads;
+    let session: ort.InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(file, sessionOptions);
+    } catch (error) {
+      throw new Error(`${label}: ONNX Runtime cannot load it: ${firstLine(error)}`);
+    }
+    return new GraphSession(label, session);
+  }
+
+  get inputs(): TensorInfo[] {
+    return this.session.inputMetadata.map(toInfo);
+  }
+
+  get outputs(): TensorInfo[] {
+    return this.session.outputMetadata.map(toInfo);
+  }
+
+  async run(feeds: Record<string, FeedValue>): Promise<Record<string, Float32Array>> {
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [name, value] of Object.entries(feeds)) {
+      ortFeeds[name] = new ort.Tensor(value.type, value.data, value.dims);
+    }
+    const started = performance.now();
+    const results = await this.session.run(ortFeeds);
+    this.stats.seconds += (performance.now() - started) / 1000;
+    this.stats.calls += 1;
+    const out: Record<string, Float32Array> = {};
+    for (const [name, tensor] of Object.entries(results)) {
+      if (tensor.type !== "float32") throw new Error(`${this.label}: output ${name} is ${tensor.type}, expected float32`);
+      out[name] = tensor.data as Float32Array;
+    }
+    return out;
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+function toInfo(meta: ort.InferenceSession.ValueMetadata): TensorInfo {
+  if (!meta.isTensor) return { name: meta.name, type: "non-tensor", shape: [] };
+  return { name: meta.name, type: String(meta.type), shape: [...meta.shape] };
+}
+
+export function firstLine(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return text.split("\n").map((s) => s.trim()).find((s) => s.length > 0) ?? "unknown error";
+}

@@ -1,0 +1,216 @@
+/**
+ * The engine's public API, shared by the CLI, the extension's worker and the benchmarks: open a model
+ * folder, invert an image with a prompt by one of four methods, reconstruct from a saved artifact.
+ * Nothing here touches VS Code; everything is plain data, so it can run in a worker thread.
+ */
+import {
+  ARTIFACT_FORMAT,
+  ARTIFACT_VERSION,
+  InversionArtifact,
+  InversionSettings,
+  METHODS,
+  StepRecord,
+  checkArtifactMatchesModel,
+} from "./artifact";
+import { ImageError, loadImage, modelOutputToRgb, psnr } from "./image";
+import {
+  Run,
+  RunOptions,
+  ddimInversion,
+  decodeLatents,
+  directOffsets,
+  encodeImage,
+  encodePrompts,
+  nullTextOptimization,
+  rowAt,
+  sample,
+} from "./inversion";
+import { Model, OpenModelOptions } from "./model";
+
+export class SettingsError extends Error {
+  override name = "SettingsError";
+}
+
+export class PromptError extends Error {
+  override name = "PromptError";
+}
+
+export interface InvertRequest {
+  imagePath: string;
+  prompt: string;
+  settings?: Partial<InversionSettings>;
+  /** Also reconstruct with plain DDIM (for the PSNR comparison); default true. */
+  compareWithDdim?: boolean;
+}
+
+export interface InversionResult {
+  artifact: InversionArtifact;
+  /** RGB uint8, model size. */
+  reconstruction: Uint8Array;
+  ddimReconstruction: Uint8Array | null;
+  psnr: number;
+  ddimPsnr: number | null;
+  /** What was done to the image or prompt that the user should know. */
+  notes: string[];
+}
+
+export class Engine {
+  private constructor(readonly model: Model) {}
+
+  static async open(modelDir: string, options: OpenModelOptions = {}): Promise<Engine> {
+    return new Engine(await Model.open(modelDir, options));
+  }
+
+  defaultSettings(): InversionSettings {
+    const d = this.model.manifest.defaults;
+    return {
+      method: "nulltext",
+      steps: d.inference_steps,
+      guidance: d.guidance_scale,
+      innerSteps: d.inner_steps,
+      learningRate: 1e-2,
+      earlyStop: 1e-5,
+      earlyStopSlope: 2e-5,
+      pairing: "consistent",
+    };
+  }
+
+  resolveSettings(partial: Partial<InversionSettings> = {}): InversionSettings {
+    const defined = Object.fromEntries(Object.entries(partial).filter(([, v]) => v !== undefined));
+    const s = { ...this.defaultSettings(), ...defined } as InversionSettings;
+    const fail = (msg: string): never => {
+      throw new SettingsError(msg);
+    };
+    if (!METHODS.includes(s.method)) fail(`method "${s.method}" is not one of ${METHODS.join(", ")}`);
+    if (!Number.isInteger(s.steps) || s.steps < 1 || s.steps > this.model.manifest.scheduler.num_train_timesteps) {
+      fail(`steps must be an integer from 1 to ${this.model.manifest.scheduler.num_train_timesteps}, got ${s.steps}`);
+    }
+    if (!Number.isFinite(s.guidance) || s.guidance < 1 || s.guidance > 50) fail(`guidance must be a number from 1 to 50, got ${s.guidance}`);
+    if (!Number.isInteger(s.innerSteps) || s.innerSteps < 1 || s.innerSteps > 1000) fail(`inner steps must be an integer from 1 to 1000, got ${s.innerSteps}`);
+    if (!(s.learningRate > 0 && s.learningRate < 10)) fail(`learning rate must be in (0, 10), got ${s.learningRate}`);
+    if (!(s.earlyStop >= 0) || !(s.earlyStopSlope >= 0)) fail("early-stop tolerances must be >= 0");
+    if (s.pairing !== "consistent" && s.pairing !== "notebook") fail(`pairing must be "consistent" or "notebook", got ${s.pairing}`);
+    return s;
+  }
+
+  /** Checks a prompt against the model's tokenizer; returns notes (truncation) or throws a PromptError. */
+  checkPrompt(prompt: string): string[] {
+    if (prompt.trim().length === 0) throw new PromptError("the prompt is empty: describe the image, e.g. \"a red circle on a white background\"");
+    const encoded = this.model.tokenizer.encode(prompt);
+    if (encoded.unknownWords.length) {
+      throw new PromptError(
+        `model "${this.model.id}" does not know the word${encoded.unknownWords.length > 1 ? "s" : ""} ${encoded.unknownWords.map((w: string) => `"${w}"`).join(", ")} (its vocabulary is word-level)`,
+      );
+    }
+    if (encoded.truncated) {
+      const max = this.model.manifest.tokenizer.max_length;
+      return [`the prompt is longer than ${max} tokens: only its first ${max - 2} tokens are used`];
+    }
+    return [];
+  }
+
+  async invert(request: InvertRequest, options: RunOptions = {}): Promise<InversionResult> {
+    const started = performance.now();
+    const settings = this.resolveSettings(request.settings);
+    const notes = this.checkPrompt(request.prompt);
+    const m = this.model.manifest;
+    if (settings.method === "nulltext") await this.model.graph("null_text_grad"); // fail early if it is missing
+    const image = await loadImage(request.imagePath, m.image_size);
+    notes.push(...image.notes);
+    const run = new Run(this.model, this.model.scheduler(settings.steps), options);
+    run.progress({ phase: "encode", step: 0, total: 1 });
+    const [cond, uncond] = splitRows(await encodePrompts(run, [request.prompt, ""]), 2);
+    const z0 = await encodeImage(run, image.rgb);
+    run.progress({ phase: "encode", step: 1, total: 1 });
+    const pivots = await ddimInversion(run, z0, cond, settings.pairing);
+    const zT = pivots[pivots.length - 1];
+
+    let nullEmbeddings: Float32Array = uncond;
+    let offsets: Float32Array[] | undefined;
+    let records: StepRecord[] = [];
+    if (settings.method === "nulltext") {
+      const nt = await nullTextOptimization(run, pivots, cond, uncond, settings);
+      nullEmbeddings = stack(nt.nullEmbeddings);
+      records = nt.records;
+    } else if (settings.method === "npi") {
+      nullEmbeddings = cond;
+    } else if (settings.method === "direct") {
+      offsets = await directOffsets(run, pivots, cond, uncond, settings.guidance);
+    }
+    const rowLength = this.model.embeddingLength;
+    const latents = [await sample(run, zT, cond, (i) => rowAt(nullEmbeddings, rowLength, i), settings.guidance, offsets)];
+    const compare = (request.compareWithDdim ?? true) && settings.method !== "ddim";
+    if (compare) latents.push(await sample(run, zT, cond, () => uncond, settings.guidance));
+    run.progress({ phase: "decode", step: 0, total: 1 });
+    const images = await decodeLatents(run, stack(latents), latents.length);
+    run.progress({ phase: "decode", step: 1, total: 1 });
+    const reconstruction = modelOutputToRgb(images, m.image_size, 0);
+    const ddimReconstruction = compare ? modelOutputToRgb(images, m.image_size, 1) : null;
+    const recPsnr = psnr(reconstruction, image.rgb);
+    const ddimPsnr = compare ? psnr(ddimReconstruction!, image.rgb) : settings.method === "ddim" ? recPsnr : null;
+    const artifact: InversionArtifact = {
+      header: {
+        format: ARTIFACT_FORMAT,
+        version: ARTIFACT_VERSION,
+        created: new Date().toISOString(),
+        prompt: request.prompt,
+        settings,
+        model: { id: this.model.id, manifestSha256: this.model.manifestSha256, dir: this.model.dir },
+        source: { path: request.imagePath, sha256: image.sha256, width: image.width, height: image.height },
+        steps: records,
+        stats: {
+          unetForward: run.unetForward,
+          unetBackward: run.unetBackward,
+          seconds: (performance.now() - started) / 1000,
+          psnr: finiteOrNull(recPsnr),
+          ddimPsnr: ddimPsnr === null ? null : finiteOrNull(ddimPsnr),
+        },
+        notes,
+      },
+      zT,
+      nullEmbeddings,
+      directOffsets: offsets ? stack(offsets) : null,
+      source: image.rgb,
+      dims: { latent: this.model.latentDims, tokens: m.tokenizer.max_length, hidden: m.text_hidden_size, imageSize: m.image_size },
+    };
+    return { artifact, reconstruction, ddimReconstruction, psnr: recPsnr, ddimPsnr, notes };
+  }
+
+  /** Regenerates the image an artifact describes (its prompt, null embeddings and offsets). */
+  async reconstruct(artifact: InversionArtifact, options: RunOptions = {}): Promise<{ image: Uint8Array; psnr: number }> {
+    checkArtifactMatchesModel(artifact, this.model);
+    const s = artifact.header.settings;
+    const run = new Run(this.model, this.model.scheduler(s.steps), options);
+    const [cond] = splitRows(await encodePrompts(run, [artifact.header.prompt]), 1);
+    const rowLength = this.model.embeddingLength;
+    const latentLength = this.model.latentLength;
+    const offsets = artifact.directOffsets
+      ? Array.from({ length: s.steps }, (_, i) => artifact.directOffsets!.subarray(i * latentLength, (i + 1) * latentLength))
+      : undefined;
+    const latent = await sample(run, artifact.zT, cond, (i) => rowAt(artifact.nullEmbeddings, rowLength, i), s.guidance, offsets);
+    const image = modelOutputToRgb(await decodeLatents(run, latent), this.model.manifest.image_size);
+    return { image, psnr: psnr(image, artifact.source) };
+  }
+
+  async close(): Promise<void> {
+    await this.model.release();
+  }
+}
+
+export { ImageError };
+
+function splitRows(data: Float32Array, rows: number): Float32Array[] {
+  const n = data.length / rows;
+  return Array.from({ length: rows }, (_, i) => data.slice(i * n, (i + 1) * n));
+}
+
+export function stack(rows: Float32Array[]): Float32Array {
+  const n = rows[0]?.length ?? 0;
+  const out = new Float32Array(n * rows.length);
+  rows.forEach((r, i) => out.set(r, i * n));
+  return out;
+}
+
+function finiteOrNull(x: number): number | null {
+  return Number.isFinite(x) ? x : null;
+}

@@ -1,0 +1,136 @@
+/**
+ * Image in and out with sharp: the source is oriented by its EXIF tag, alpha flattened onto white,
+ * centre-cropped to a square and resized to the model size (bicubic, as the reference does with PIL).
+ */
+import { createHash } from "node:crypto";
+import { promises as fs } from "node:fs";
+import sharp, { type Metadata } from "sharp";
+import { writeFileAtomic } from "./files";
+
+export class ImageError extends Error {
+  override name = "ImageError";
+}
+
+/** sharp refuses images above this many pixels before decoding them (a 30000x30000 header stays cheap). */
+export const MAX_INPUT_PIXELS = 100_000_000;
+
+export interface LoadedImage {
+  /** RGB, HWC, uint8, size x size. */
+  rgb: Uint8Array;
+  size: number;
+  /** Size of the original after EXIF orientation. */
+  width: number;
+  height: number;
+  /** sha256 of the source file's bytes. */
+  sha256: string;
+  /** Things done to the image the user may want to know (alpha flattened, first frame of an animation...). */
+  notes: string[];
+}
+
+export async function loadImage(file: string, size: number): Promise<LoadedImage> {
+  const bytes = await fs.readFile(file).catch((error: NodeJS.ErrnoException) => {
+    throw new ImageError(`${file}: cannot read it (${error.code ?? error.message})`);
+  });
+  if (bytes.length === 0) throw new ImageError(`${file}: the file is empty`);
+  const notes: string[] = [];
+  let meta: Metadata;
+  try {
+    meta = await sharp(bytes, { limitInputPixels: MAX_INPUT_PIXELS }).metadata();
+  } catch (error) {
+    throw new ImageError(`${file}: not an image sharp can read (${sharpMessage(error)})`);
+  }
+  if (!meta.width || !meta.height) throw new ImageError(`${file}: the image has no size`);
+  if (meta.width * meta.height > MAX_INPUT_PIXELS) {
+    throw new ImageError(`${file}: ${meta.width}x${meta.height} is larger than the ${MAX_INPUT_PIXELS / 1e6} megapixels accepted`);
+  }
+  if ((meta.pages ?? 1) > 1) notes.push(`${meta.pages} frames: the first one is used`);
+  if (meta.hasAlpha) notes.push("transparency flattened onto white");
+  if (meta.orientation && meta.orientation !== 1) notes.push(`EXIF orientation ${meta.orientation} applied`);
+  try {
+    const oriented = await sharp(bytes, { limitInputPixels: MAX_INPUT_PIXELS, pages: 1 })
+      .rotate()
+      .flatten({ background: "#ffffff" })
+      .toColourspace("srgb")
+      .raw({ depth: "uchar" })
+      .toBuffer({ resolveWithObject: true });
+    const { width, height, channels } = oriented.info;
+    const side = Math.min(width, height);
+    const square = sharp(oriented.data, { raw: { width, height, channels } }).extract({
+      left: Math.floor((width - side) / 2),
+      top: Math.floor((height - side) / 2),
+      width: side,
+      height: side,
+    });
+    const resized = await square
+      .resize(size, size, { kernel: "cubic", fit: "fill" })
+      .removeAlpha()
+      .raw({ depth: "uchar" })
+      .toBuffer({ resolveWithObject: true });
+    let rgb: Uint8Array = new Uint8Array(resized.data.buffer, resized.data.byteOffset, resized.data.length);
+    if (resized.info.channels === 1) rgb = grayToRgb(rgb);
+    else if (resized.info.channels !== 3) throw new ImageError(`${file}: decoded to ${resized.info.channels} channels, expected 3`);
+    const crop = width !== height ? `centre-cropped to ${side}x${side}` : "";
+    const resize = side !== size ? `resized to ${size}x${size}` : "";
+    if (crop || resize) notes.unshift(`${width}x${height} ${[crop, resize].filter(Boolean).join(" and ")}`);
+    return { rgb: Uint8Array.from(rgb), size, width, height, sha256: createHash("sha256").update(bytes).digest("hex"), notes };
+  } catch (error) {
+    if (error instanceof ImageError) throw error;
+    throw new ImageError(`${file}: cannot decode it (${sharpMessage(error)})`);
+  }
+}
+
+function grayToRgb(gray: Uint8Array): Uint8Array {
+  const out = new Uint8Array(gray.length * 3);
+  for (let i = 0; i < gray.length; i++) out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = gray[i];
+  return out;
+}
+
+function sharpMessage(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return text.split("\n")[0].replace(/^Input (buffer|file) /, "").trim();
+}
+
+/** uint8 HWC RGB -> float NCHW in [-1, 1], the VAE encoder's input. */
+export function rgbToModelInput(rgb: Uint8Array, size: number): Float32Array {
+  const plane = size * size;
+  const out = new Float32Array(3 * plane);
+  for (let p = 0; p < plane; p++) {
+    for (let c = 0; c < 3; c++) out[c * plane + p] = rgb[3 * p + c] / 127.5 - 1;
+  }
+  return out;
+}
+
+/** float NCHW in [-1, 1] (first image of the batch) -> uint8 HWC RGB, rounded like the reference. */
+export function modelOutputToRgb(image: Float32Array, size: number, index = 0): Uint8Array {
+  const plane = size * size;
+  const base = index * 3 * plane;
+  const out = new Uint8Array(3 * plane);
+  for (let p = 0; p < plane; p++) {
+    for (let c = 0; c < 3; c++) {
+      const x = Math.min(1, Math.max(-1, image[base + c * plane + p]));
+      out[3 * p + c] = Math.round(Math.fround((x + 1) * 127.5));
+    }
+  }
+  return out;
+}
+
+export async function encodePng(rgb: Uint8Array, width: number, height = width): Promise<Buffer> {
+  return sharp(Buffer.from(rgb.buffer, rgb.byteOffset, rgb.length), { raw: { width, height, channels: 3 } }).png().toBuffer();
+}
+
+/** Writes an RGB image as PNG, atomically. */
+export async function savePng(file: string, rgb: Uint8Array, width: number, height = width): Promise<void> {
+  await writeFileAtomic(file, await encodePng(rgb, width, height));
+}
+
+/** PSNR in dB of two uint8 images of the same size (Infinity when equal). */
+export function psnr(a: Uint8Array, b: Uint8Array): number {
+  if (a.length !== b.length) throw new Error(`psnr: sizes differ (${a.length} vs ${b.length})`);
+  let sum = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = a[i] - b[i];
+    sum += d * d;
+  }
+  const mse = sum / a.length;
+  return mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse);
+}

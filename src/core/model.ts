@@ -1,0 +1,207 @@
+/**
+ * A model folder (DESIGN §2) opened for the engine: manifest validated, files checked against their
+ * sha256, tokenizer loaded, and one ONNX Runtime session per graph created on first use and checked
+ * against the I/O the manifest declares. Every failure names the file and the problem in one line.
+ */
+import { createHash } from "node:crypto";
+import { createReadStream, promises as fs } from "node:fs";
+import * as path from "node:path";
+import { BackendOptions, GraphSession, RunStats, firstLine } from "./backend";
+import { GraphEntry, GraphName, Manifest, ManifestError, validateManifest } from "./manifest";
+import { DdimScheduler } from "./scheduler";
+import { PromptTokenizer } from "./tokenizer";
+
+export class ModelError extends Error {
+  override name = "ModelError";
+}
+
+export interface OpenModelOptions extends BackendOptions {
+  /** Check every file's sha256 against nti.json (cached per file size and mtime in this process). */
+  verifyHashes?: boolean;
+}
+
+export class Model {
+  private readonly sessions = new Map<GraphName, Promise<GraphSession>>();
+  private readonly ready = new Map<GraphName, GraphSession>();
+
+  private constructor(
+    readonly dir: string,
+    readonly manifest: Manifest,
+    /** sha256 of nti.json: identifies the exact model an artifact was made with. */
+    readonly manifestSha256: string,
+    readonly tokenizer: PromptTokenizer,
+    private readonly options: OpenModelOptions,
+  ) {}
+
+  static async open(dir: string, options: OpenModelOptions = {}): Promise<Model> {
+    const root = path.resolve(dir);
+    const stat = await fs.stat(root).catch(() => null);
+    if (!stat?.isDirectory()) throw new ModelError(`model folder ${root} does not exist or is not a folder`);
+    const manifestPath = path.join(root, "nti.json");
+    const raw = await fs.readFile(manifestPath).catch(() => null);
+    if (raw === null) {
+      throw new ModelError(`${manifestPath} is missing: export the model with "python -m exporter export --from <diffusers folder> --out ${root}"`);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw.toString("utf8"));
+    } catch (error) {
+      throw new ModelError(`${manifestPath} is not valid JSON: ${firstLine(error)}`);
+    }
+    let manifest: Manifest;
+    try {
+      manifest = validateManifest(parsed, manifestPath);
+    } catch (error) {
+      if (error instanceof ManifestError) throw new ModelError(error.message);
+      throw error;
+    }
+    await checkFiles(root, manifest, options.verifyHashes ?? true);
+    const tokenizerDir = path.join(root, path.dirname(manifest.tokenizer.file));
+    let tokenizer: PromptTokenizer;
+    try {
+      tokenizer = await PromptTokenizer.fromFolder(tokenizerDir, {
+        maxLength: manifest.tokenizer.max_length,
+        bosTokenId: manifest.tokenizer.bos_token_id,
+        eosTokenId: manifest.tokenizer.eos_token_id,
+        padTokenId: manifest.tokenizer.pad_token_id,
+        unkTokenId: manifest.tokenizer.unk_token_id ?? undefined,
+      });
+    } catch (error) {
+      throw new ModelError(firstLine(error));
+    }
+    const sha = createHash("sha256").update(raw).digest("hex");
+    return new Model(root, manifest, sha, tokenizer, options);
+  }
+
+  get id(): string {
+    return this.manifest.name;
+  }
+
+  /** Latent dims [1, C, h, w] of one image. */
+  get latentDims(): [number, number, number, number] {
+    const m = this.manifest;
+    return [1, m.latent_channels, m.latent_size, m.latent_size];
+  }
+
+  get latentLength(): number {
+    const [, c, h, w] = this.latentDims;
+    return c * h * w;
+  }
+
+  /** Length of one prompt embedding [1, 77, D]. */
+  get embeddingLength(): number {
+    return this.manifest.tokenizer.max_length * this.manifest.text_hidden_size;
+  }
+
+  has(name: GraphName): boolean {
+    return this.manifest.graphs[name] !== undefined;
+  }
+
+  scheduler(steps: number): DdimScheduler {
+    return new DdimScheduler({ ...this.manifest.scheduler, prediction_type: this.manifest.prediction_type }, steps);
+  }
+
+  /** The session of a graph, created once and checked against the manifest. */
+  graph(name: GraphName): Promise<GraphSession> {
+    let session = this.sessions.get(name);
+    if (!session) {
+      session = this.createSession(name);
+      this.sessions.set(name, session);
+      session.catch(() => this.sessions.delete(name));
+    }
+    return session;
+  }
+
+  /** Calls and seconds spent inside ONNX Runtime, per graph created so far. */
+  runStats(): Partial<Record<GraphName, RunStats>> {
+    const out: Partial<Record<GraphName, RunStats>> = {};
+    for (const [name, session] of this.ready) out[name] = { ...session.stats };
+    return out;
+  }
+
+  async release(): Promise<void> {
+    const all = [...this.sessions.values()];
+    this.sessions.clear();
+    this.ready.clear();
+    await Promise.all(all.map(async (s) => (await s.catch(() => null))?.release()));
+  }
+
+  private async createSession(name: GraphName): Promise<GraphSession> {
+    const entry = this.manifest.graphs[name];
+    if (!entry) {
+      throw new ModelError(`${path.join(this.dir, "nti.json")}: this model has no ${name} graph, which this mode needs (re-export without --skip-grad)`);
+    }
+    const file = path.join(this.dir, entry.file);
+    const session = await GraphSession.create(file, file, this.options);
+    checkSessionIo(file, entry, session);
+    this.ready.set(name, session);
+    return session;
+  }
+}
+
+async function checkFiles(root: string, manifest: Manifest, verifyHashes: boolean): Promise<void> {
+  const needed = new Set<string>([manifest.tokenizer.file]);
+  for (const entry of Object.values(manifest.graphs) as GraphEntry[]) {
+    needed.add(entry.file);
+    if (entry.external_data) needed.add(path.posix.join(path.posix.dirname(entry.file), entry.external_data));
+  }
+  for (const rel of needed) {
+    const file = path.join(root, rel);
+    const stat = await fs.stat(file).catch(() => null);
+    if (!stat?.isFile()) throw new ModelError(`${file} is missing (listed in nti.json)`);
+  }
+  for (const [rel, info] of Object.entries(manifest.files)) {
+    const file = path.join(root, rel);
+    const stat = await fs.stat(file).catch(() => null);
+    if (!stat?.isFile()) throw new ModelError(`${file} is missing (listed in nti.json)`);
+    if (stat.size !== info.bytes) {
+      throw new ModelError(`${file} has ${stat.size} bytes, nti.json says ${info.bytes}: the file is damaged or from another export`);
+    }
+    if (verifyHashes) {
+      const sha = await sha256File(file, stat);
+      if (sha !== info.sha256) throw new ModelError(`${file}: sha256 ${sha.slice(0, 12)}… does not match nti.json (${info.sha256.slice(0, 12)}…): the file is damaged or from another export`);
+    }
+  }
+}
+
+const hashCache = new Map<string, string>();
+
+/** sha256 of a file, streamed (model files can be gigabytes), cached per path, size and mtime. */
+export async function sha256File(file: string, stat?: { size: number; mtimeMs: number }): Promise<string> {
+  const s = stat ?? (await fs.stat(file));
+  const key = `${file}\0${s.size}\0${s.mtimeMs}`;
+  const cached = hashCache.get(key);
+  if (cached) return cached;
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  const digest = hash.digest("hex");
+  hashCache.set(key, digest);
+  return digest;
+}
+
+/** The graph's real inputs/outputs must be the ones the manifest declares, with matching types and static dims. */
+function checkSessionIo(file: string, entry: GraphEntry, session: GraphSession): void {
+  for (const side of ["inputs", "outputs"] as const) {
+    const actual = side === "inputs" ? session.inputs : session.outputs;
+    const byName = new Map(actual.map((a) => [a.name, a]));
+    for (const declared of entry[side]) {
+      const real = byName.get(declared.name);
+      const kind = side === "inputs" ? "input" : "output";
+      if (!real) {
+        throw new ModelError(`${file}: has no ${kind} "${declared.name}" (it has: ${actual.map((a) => a.name).join(", ")})`);
+      }
+      if (real.type !== declared.dtype) {
+        throw new ModelError(`${file}: ${kind} "${declared.name}" is ${real.type}, nti.json says ${declared.dtype}`);
+      }
+      if (real.shape.length !== declared.shape.length) {
+        throw new ModelError(`${file}: ${kind} "${declared.name}" has rank ${real.shape.length}, nti.json says [${declared.shape.join(", ")}]`);
+      }
+      declared.shape.forEach((dim, i) => {
+        const r = real.shape[i];
+        if (typeof dim === "number" && typeof r === "number" && dim !== r) {
+          throw new ModelError(`${file}: ${kind} "${declared.name}" has shape [${real.shape.join(", ")}], nti.json says [${declared.shape.join(", ")}]`);
+        }
+      });
+    }
+  }
+}

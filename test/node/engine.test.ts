@@ -1,0 +1,173 @@
+/**
+ * The engine's public API end to end on the tiny random model: invert by each method, save, read the
+ * artifact back, reconstruct from it; cancellation; broken model folders and prompts.
+ */
+import assert from "node:assert/strict";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { decodeArtifact, encodeArtifact, readArtifact, checkArtifactMatchesModel, ArtifactError } from "../../src/core/artifact";
+import { Engine, PromptError, SettingsError } from "../../src/core/engine";
+import { savePng } from "../../src/core/image";
+import { Model, ModelError } from "../../src/core/model";
+import { saveInversion } from "../../src/core/output";
+import { SHAPES_MODEL, TINY_MODEL, tinyFixtures } from "./helpers/fixtures";
+
+const dir = mkdtempSync(path.join(tmpdir(), "nti-engine-"));
+const imagePath = path.join(dir, "source image.png");
+const fx = tinyFixtures();
+const quick = { steps: 10, innerSteps: 3 };
+let engine: Engine;
+
+before(async () => {
+  await savePng(imagePath, fx.tensors.image.data as Uint8Array, 64);
+  engine = await Engine.open(TINY_MODEL);
+});
+after(async () => engine.close());
+
+describe("invert", () => {
+  test("null-text: a loss record per step, UNet counts, a reconstruction at least as good as DDIM's", async () => {
+    const phases = new Set<string>();
+    const result = await engine.invert({ imagePath, prompt: fx.meta.prompt, settings: quick }, { onProgress: (p) => phases.add(p.phase) });
+    const h = result.artifact.header;
+    assert.equal(h.steps.length, 10);
+    for (const r of h.steps) assert.ok(r.losses.length >= 1 && r.losses.length <= 3);
+    const inner = h.steps.reduce((a, r) => a + r.losses.length, 0);
+    // inversion 10 + per step (cond 1 + final uncond 1) + one gradient call per inner iteration, then two batch-2 samplings
+    assert.equal(h.stats.unetForward, 10 + 20 + inner + 2 * 20);
+    assert.equal(h.stats.unetBackward, inner);
+    assert.ok(result.ddimPsnr !== null && result.psnr >= result.ddimPsnr - 0.5, `null-text ${result.psnr} vs DDIM ${result.ddimPsnr}`);
+    assert.deepEqual([...phases].sort(), ["decode", "encode", "invert", "optimize", "reconstruct"]);
+  });
+
+  for (const method of ["npi", "direct", "ddim"] as const) {
+    test(`${method}: no optimisation, no backward passes, artifact reconstructs the same image`, async () => {
+      const result = await engine.invert({ imagePath, prompt: fx.meta.prompt, settings: { ...quick, method } });
+      assert.equal(result.artifact.header.stats.unetBackward, 0);
+      assert.equal(result.artifact.header.steps.length, 0);
+      const again = await engine.reconstruct(decodeArtifact(encodeArtifact(result.artifact)));
+      assert.deepEqual(again.image, result.reconstruction);
+    });
+  }
+
+  test("settings and prompts are checked with a clear error", async () => {
+    await assert.rejects(engine.invert({ imagePath, prompt: "", settings: quick }), PromptError);
+    await assert.rejects(engine.invert({ imagePath, prompt: "a red zebra", settings: quick }), /does not know the word "zebra"/);
+    await assert.rejects(engine.invert({ imagePath, prompt: "a red circle", settings: { steps: 0 } }), SettingsError);
+    await assert.rejects(engine.invert({ imagePath, prompt: "a red circle", settings: { method: "magic" as never } }), /method "magic"/);
+  });
+
+  test("an AbortSignal stops it between graph calls", async () => {
+    const controller = new AbortController();
+    const run = engine.invert(
+      { imagePath, prompt: fx.meta.prompt, settings: quick },
+      { signal: controller.signal, onProgress: (p) => p.phase === "optimize" && p.step === 3 && controller.abort() },
+    );
+    await assert.rejects(run, { name: "AbortError" });
+    // and the engine is fine afterwards
+    const ok = await engine.invert({ imagePath, prompt: fx.meta.prompt, settings: { ...quick, method: "ddim" } });
+    assert.equal(ok.artifact.header.settings.method, "ddim");
+  });
+});
+
+describe("artifacts and saved results", () => {
+  test("save: every file written once, no temp files, never over an earlier result; read back equal", async () => {
+    const out = path.join(dir, "out");
+    const result = await engine.invert({ imagePath, prompt: fx.meta.prompt, settings: quick });
+    const first = await saveInversion(out, imagePath, result);
+    const second = await saveInversion(out, imagePath, result);
+    assert.equal(path.basename(first.artifact), "source image.nti");
+    assert.equal(path.basename(second.artifact), "source image-2.nti");
+    assert.ok(readdirSync(out).every((f) => !f.endsWith(".tmp")));
+    const back = await readArtifact(first.artifact);
+    assert.deepEqual(back.header, result.artifact.header);
+    assert.deepEqual(back.nullEmbeddings, result.artifact.nullEmbeddings);
+    assert.deepEqual(back.zT, result.artifact.zT);
+    const rec = await engine.reconstruct(back);
+    assert.deepEqual(rec.image, result.reconstruction);
+  });
+
+  test("a truncated or tampered artifact is refused with a clear error", async () => {
+    const result = await engine.invert({ imagePath, prompt: fx.meta.prompt, settings: { ...quick, method: "ddim" } });
+    const bytes = encodeArtifact(result.artifact);
+    const truncated = path.join(dir, "truncated.nti");
+    writeFileSync(truncated, bytes.subarray(0, bytes.length - 100));
+    await assert.rejects(readArtifact(truncated), (e: Error) => e instanceof ArtifactError && /outside the .* data bytes: truncated/.test(e.message));
+    const tampered = Buffer.from(bytes);
+    const at = tampered.indexOf(Buffer.from('\\"method\\":\\"ddim\\"'));
+    assert.ok(at > 0);
+    tampered.write('\\"method\\":\\"dd1m\\"', at);
+    const file = path.join(dir, "tampered.nti");
+    writeFileSync(file, tampered);
+    await assert.rejects(readArtifact(file), /settings.method "dd1m" is not one of/);
+  });
+
+  test("an artifact made with another model is refused, naming both", async () => {
+    const result = await engine.invert({ imagePath, prompt: "a red circle", settings: { ...quick, method: "ddim" } });
+    const shapes = await Model.open(SHAPES_MODEL);
+    try {
+      assert.throws(() => checkArtifactMatchesModel(result.artifact, shapes), /made with model "random-tiny".*not with "shapes-tiny".*re-invert/);
+    } finally {
+      await shapes.release();
+    }
+  });
+});
+
+describe("broken model folders", () => {
+  const broken = (name: string, change: (d: string) => void) => {
+    const d = path.join(dir, `model-${name}`);
+    cpSync(TINY_MODEL, d, { recursive: true });
+    change(d);
+    return d;
+  };
+  const manifest = (d: string) => JSON.parse(readFileSync(path.join(d, "nti.json"), "utf8"));
+  const writeManifest = (d: string, m: unknown) => writeFileSync(path.join(d, "nti.json"), JSON.stringify(m));
+
+  const cases: [string, (d: string) => void, RegExp][] = [
+    ["no-folder", (d) => rmSync(d, { recursive: true }), /does not exist/],
+    ["no-manifest", (d) => rmSync(path.join(d, "nti.json")), /nti.json is missing: export the model/],
+    ["bad-json", (d) => writeFileSync(path.join(d, "nti.json"), "{"), /nti.json is not valid JSON/],
+    ["version", (d) => writeManifest(d, { ...manifest(d), format_version: 9 }), /format_version 9 is not supported/],
+    ["missing-unet", (d) => rmSync(path.join(d, "unet/model.onnx")), /unet\/model.onnx is missing/],
+    ["hash", (d) => {
+      const f = path.join(d, "vae_decoder/model.onnx");
+      const b = readFileSync(f);
+      b[b.length - 5] ^= 0xff;
+      writeFileSync(f, b);
+    }, /vae_decoder\/model.onnx: sha256 .* does not match nti.json/],
+    ["no-graph", (d) => {
+      const m = manifest(d);
+      delete m.graphs.unet;
+      writeManifest(d, m);
+    }, /graphs.unet is missing/],
+  ];
+  for (const [name, change, pattern] of cases) {
+    test(`${name}: one clear line`, async () => {
+      await assert.rejects(Model.open(broken(name, change)), (e: Error) => e instanceof ModelError && pattern.test(e.message) && !e.message.includes("\n"));
+    });
+  }
+
+  test("a graph whose real inputs differ from the manifest is named when its session opens", async () => {
+    const d = broken("io", (d) => {
+      const m = manifest(d);
+      m.graphs.unet.inputs[0].name = "latents";
+      m.graphs.unet.inputs.push({ name: "sample", dtype: "float32", shape: ["batch", 4, 16, 16] });
+      writeManifest(d, m);
+    });
+    const model = await Model.open(d, { verifyHashes: false });
+    await assert.rejects(model.graph("unet"), /unet\/model.onnx: has no input "latents" \(it has: sample, timestep, encoder_hidden_states\)/);
+    await model.release();
+  });
+
+  test("a corrupt ONNX file is named: by the size check, and by ONNX Runtime when nti.json lists no size", async () => {
+    const d = broken("corrupt", (d) => writeFileSync(path.join(d, "unet/model.onnx"), "not onnx"));
+    await assert.rejects(Model.open(d), /unet\/model.onnx has 8 bytes, nti.json says/);
+    const m = manifest(d);
+    delete m.files["unet/model.onnx"];
+    writeManifest(d, m);
+    const model = await Model.open(d);
+    await assert.rejects(model.graph("unet"), /unet\/model.onnx: ONNX Runtime cannot load it: /);
+    await model.release();
+  });
+});

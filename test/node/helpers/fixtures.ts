@@ -1,0 +1,65 @@
+/** The reference's parity fixtures (exporter/fixtures.py) and small comparison helpers for the tests. */
+import { readFileSync } from "node:fs";
+import * as path from "node:path";
+import { decodeSafetensors, StoredTensor } from "../../../src/core/safetensors";
+
+export const ROOT = path.resolve(__dirname, "../../..");
+export const TINY_DIR = path.join(ROOT, "test/fixtures/tiny");
+export const TINY_MODEL = path.join(TINY_DIR, "model");
+export const SHAPES_MODEL = path.join(ROOT, "models/shapes-tiny");
+
+export interface TinyFixtures {
+  meta: {
+    settings: { steps: number; guidance: number; inner_steps: number; lr: number; early_stop: number; early_stop_slope: number; pairing: "consistent" | "notebook" };
+    prompt: string;
+    losses: number[][];
+    unet_forward: number;
+    unet_backward: number;
+    edits: Record<string, unknown>;
+    tolerances: { single_step_latent_rel: number; single_step_null_embedding_abs: number; trajectory_latent_rel: number };
+  };
+  tensors: Record<string, StoredTensor>;
+  f32(name: string): Float32Array;
+  /** Row i of a stacked tensor. */
+  row(name: string, i: number): Float32Array;
+}
+
+let cached: TinyFixtures | undefined;
+
+export function tinyFixtures(): TinyFixtures {
+  if (cached) return cached;
+  const meta = JSON.parse(readFileSync(path.join(TINY_DIR, "fixtures.json"), "utf8"));
+  const file = readFileSync(path.join(TINY_DIR, "fixtures.safetensors"));
+  const { tensors } = decodeSafetensors(new Uint8Array(file.buffer, file.byteOffset, file.length));
+  const f32 = (name: string) => {
+    const t = tensors[name];
+    if (!t || t.dtype !== "F32") throw new Error(`fixture ${name} missing or not F32`);
+    return t.data as Float32Array;
+  };
+  const row = (name: string, i: number) => {
+    const t = tensors[name];
+    const n = t.shape.slice(1).reduce((a, b) => a * b, 1);
+    return f32(name).subarray(i * n, (i + 1) * n);
+  };
+  cached = { meta, tensors, f32, row };
+  return cached;
+}
+
+/** max |a - b| / max |b|: the relative error the fixtures' tolerances are stated in. */
+export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`lengths differ: ${a.length} vs ${b.length}`);
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return diff / (scale || 1);
+}
+
+export function maxAbsError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`lengths differ: ${a.length} vs ${b.length}`);
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff = Math.max(diff, Math.abs(a[i] - b[i]));
+  return diff;
+}
