@@ -1,0 +1,75 @@
+/** The `nti` CLI as a user runs it: JSON output, saved files, and one clear line on bad input. */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { test } from "node:test";
+import sharp from "sharp";
+import { ROOT, TINY_MODEL } from "./helpers/fixtures";
+
+const dir = mkdtempSync(path.join(tmpdir(), "nti-cli-"));
+const SAMPLE = path.join(ROOT, "media/samples/two-shapes.png");
+const PROMPT = "a blue circle and a green square on a gray background";
+
+function nti(...args: string[]) {
+  const r = spawnSync(process.execPath, ["--import", "tsx", path.join(ROOT, "src/cli/nti.ts"), ...args], { cwd: ROOT, encoding: "utf8" });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test("invert --json on the bundled shapes-tiny model, then reconstruct from the artifact", () => {
+  const out = path.join(dir, "out");
+  const r = nti("invert", SAMPLE, "--prompt", PROMPT, "--steps", "20", "--inner-steps", "5", "--out", out, "--json", "--plot");
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  for (const key of ["artifact", "reconstruction", "ddimReconstruction", "source", "lossPlot"]) assert.ok(existsSync(j[key]), key);
+  assert.equal(j.model, "shapes-tiny");
+  assert.equal(j.lossPerStep.length, 20);
+  assert.ok(j.unetCalls > 0 && j.unetBackward > 0 && j.seconds > 0);
+  // the trained model: null-text beats DDIM-only clearly even with a short schedule
+  assert.ok(j.psnr > j.ddimPsnr + 3, `null-text ${j.psnr} dB vs DDIM ${j.ddimPsnr} dB`);
+  assert.ok(readdirSync(out).every((f) => !f.endsWith(".tmp")));
+
+  const rec = nti("reconstruct", j.artifact, "--json");
+  assert.equal(rec.code, 0, rec.stderr);
+  const back = JSON.parse(rec.stdout);
+  assert.ok(Math.abs(back.psnr - j.psnr) < 1e-6, "the artifact reproduces the same reconstruction");
+});
+
+test("each method runs from the CLI", () => {
+  for (const method of ["npi", "direct", "ddim"]) {
+    const r = nti("invert", SAMPLE, "--prompt", PROMPT, "--method", method, "--steps", "10", "--model", TINY_MODEL, "--out", path.join(dir, method), "--json");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).method, method);
+  }
+});
+
+test("bad input: exit code 1, one line on stderr, no stack trace, nothing written", async () => {
+  const notImage = path.join(dir, "notes.png");
+  writeFileSync(notImage, "hello");
+  const brokenModel = path.join(dir, "no-model");
+  const out = path.join(dir, "bad-out");
+  const cases: [string[], RegExp][] = [
+    [["invert", notImage, "--prompt", PROMPT, "--out", out], /notes.png: not an image/],
+    [["invert", path.join(dir, "missing.png"), "--prompt", PROMPT], /missing.png: no such file/],
+    [["invert", SAMPLE, "--prompt", PROMPT, "--model", brokenModel, "--out", out], /no-model does not exist/],
+    [["invert", SAMPLE, "--prompt", "a zebra", "--out", out], /does not know the word "zebra"/],
+    [["invert", SAMPLE, "--out", out], /needs --prompt/],
+    [["invert", SAMPLE, "--prompt", PROMPT, "--steps", "many", "--out", out], /--steps needs a number/],
+    [["invert", SAMPLE, "--prompt", PROMPT, "--method", "magic", "--out", out], /method "magic" is not one of/],
+    [["invert", SAMPLE, "--prompt", PROMPT, "--frobnicate"], /Unknown option '--frobnicate'/],
+    [["reconstruct", notImage], /not a valid inversion artifact/],
+    [["dance"], /unknown command "dance"/],
+  ];
+  for (const [args, pattern] of cases) {
+    const r = nti(...args);
+    assert.equal(r.code, 1, `${args.join(" ")}: exit ${r.code}`);
+    const lines = r.stderr.trim().split("\n");
+    assert.equal(lines.length, 1, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(lines[0], pattern);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+  }
+  assert.ok(!existsSync(out) || readdirSync(out).length === 0, "nothing written for failed runs");
+  // the image is not touched
+  assert.equal((await sharp(SAMPLE).metadata()).width, 256);
+});
