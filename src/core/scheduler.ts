@@ -83,20 +83,21 @@ function cumulativeAlphas(config: SchedulerConfig): Float32Array {
   } else if (config.beta_schedule === "scaled_linear") {
     const a = Math.sqrt(config.beta_start);
     const b = Math.sqrt(config.beta_end);
-    betas = linspace(a, b, n).map((x) => x * x);
+    betas = linspaceFloat32(a, b, n).map((x) => x * x);
   } else if (config.beta_schedule === "linear") {
-    betas = linspace(config.beta_start, config.beta_end, n);
+    betas = linspaceFloat32(config.beta_start, config.beta_end, n);
   } else if (config.beta_schedule === "squaredcos_cap_v2") {
     const f = (t: number) => Math.cos(((t + 0.008) / 1.008) * Math.PI / 2) ** 2;
     betas = new Float64Array(n).map((_, i) => Math.min(1 - f((i + 1) / n) / f(i / n), 0.999));
   } else {
     throw new Error(`unsupported beta_schedule ${JSON.stringify(config.beta_schedule)}`);
   }
-  // float32 like torch: betas, alphas and their running product are all float32 tensors there.
+  // As torch does it: betas and alphas are float32 tensors, and cumprod accumulates them in double
+  // (a float32 running product drifts ~1e-6 relative by t = 999).
   const out = new Float32Array(n);
   let product = 1;
   for (let i = 0; i < n; i++) {
-    product = Math.fround(product * Math.fround(1 - Math.fround(betas[i])));
+    product *= Math.fround(1 - Math.fround(betas[i]));
     out[i] = product;
   }
   return out;
@@ -106,6 +107,16 @@ function linspace(start: number, end: number, n: number): Float64Array {
   const out = new Float64Array(n);
   const step = n > 1 ? (end - start) / (n - 1) : 0;
   for (let i = 0; i < n; i++) out[i] = start + step * i;
+  return out;
+}
+
+/** torch.linspace in float32: from the start for the first half, from the end for the second. */
+function linspaceFloat32(start: number, end: number, n: number): Float64Array {
+  const f = Math.fround;
+  const out = new Float64Array(n);
+  const step = n > 1 ? f((f(end) - f(start)) / (n - 1)) : 0;
+  const half = Math.floor(n / 2);
+  for (let i = 0; i < n; i++) out[i] = i < half ? f(f(start) + f(step * i)) : f(f(end) - f(step * (n - 1 - i)));
   return out;
 }
 
