@@ -134,7 +134,7 @@ async function invert(image: string | undefined, values: Values, signal: AbortSi
         `artifact        ${saved.artifact}`,
         `reconstruction  ${saved.reconstruction}`,
         ...(saved.ddimReconstruction ? [`DDIM only       ${saved.ddimReconstruction}`] : []),
-        `source (model size) ${saved.source}`,
+        `source          ${saved.source} (as the model sees it)`,
         ...(lossPlot ? [`loss plot       ${lossPlot}`] : []),
       ];
       process.stdout.write(lines.join("\n") + "\n");

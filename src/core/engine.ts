@@ -3,6 +3,7 @@
  * folder, invert an image with a prompt by one of four methods, reconstruct from a saved artifact.
  * Nothing here touches VS Code; everything is plain data, so it can run in a worker thread.
  */
+import * as path from "node:path";
 import {
   ARTIFACT_FORMAT,
   ARTIFACT_VERSION,
@@ -140,7 +141,7 @@ export class Engine {
     const rowLength = this.model.embeddingLength;
     const latents = [await sample(run, zT, cond, (i) => rowAt(nullEmbeddings, rowLength, i), settings.guidance, offsets)];
     const compare = (request.compareWithDdim ?? true) && settings.method !== "ddim";
-    if (compare) latents.push(await sample(run, zT, cond, () => uncond, settings.guidance));
+    if (compare) latents.push(await sample(run, zT, cond, () => uncond, settings.guidance, undefined, "compare"));
     run.progress({ phase: "decode", step: 0, total: 1 });
     const images = await decodeLatents(run, stack(latents), latents.length);
     run.progress({ phase: "decode", step: 1, total: 1 });
@@ -156,7 +157,7 @@ export class Engine {
         prompt: request.prompt,
         settings,
         model: { id: this.model.id, manifestSha256: this.model.manifestSha256, dir: this.model.dir },
-        source: { path: request.imagePath, sha256: image.sha256, width: image.width, height: image.height },
+        source: { path: path.resolve(request.imagePath), sha256: image.sha256, width: image.width, height: image.height },
         steps: records,
         stats: {
           unetForward: run.unetForward,

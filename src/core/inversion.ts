@@ -11,7 +11,8 @@ import { rgbToModelInput } from "./image";
 import type { Model } from "./model";
 import { DdimScheduler, InversionPairing, ddimStep, guide } from "./scheduler";
 
-export type Phase = "encode" | "invert" | "optimize" | "direct" | "reconstruct" | "decode";
+/** "compare": the DDIM-only reconstruction made beside the method's own, for the PSNR comparison. */
+export type Phase = "encode" | "invert" | "optimize" | "direct" | "reconstruct" | "compare" | "decode";
 
 export interface Progress {
   phase: Phase;

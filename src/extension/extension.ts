@@ -81,9 +81,9 @@ async function invertImage(context: vscode.ExtensionContext, uri?: vscode.Uri): 
           signal: controller.signal,
           onProgress: (p) => {
             panel.post({ type: "progress", ...p });
-            // overall percent: inversion, optimisation and the two reconstructions weigh alike per step
-            const weight = { encode: 0, invert: 0, optimize: 1, direct: 1, reconstruct: 2, decode: 3 }[p.phase] ?? 0;
-            const percent = Math.round(((weight + (p.total ? p.step / p.total : 0)) / 4) * 100);
+            // overall percent: inversion, optimisation (or offsets) and the two reconstructions, a quarter each
+            const weight = { encode: 0, invert: 0, optimize: 1, direct: 1, reconstruct: 2, compare: 3, decode: 4 }[p.phase] ?? 0;
+            const percent = Math.min(100, Math.round(((weight + (p.total ? p.step / p.total : 0)) / 4) * 100));
             const message = `${p.phase} ${p.step}/${p.total}${p.timestep !== undefined ? `, t=${p.timestep}` : ""}`;
             progress.report({ message, increment: Math.max(0, percent - reported) });
             reported = Math.max(reported, percent);

@@ -38,7 +38,7 @@ describe("invert", () => {
     assert.equal(h.stats.unetForward, 10 + 20 + inner + 2 * 20);
     assert.equal(h.stats.unetBackward, inner);
     assert.ok(result.ddimPsnr !== null && result.psnr >= result.ddimPsnr - 0.5, `null-text ${result.psnr} vs DDIM ${result.ddimPsnr}`);
-    assert.deepEqual([...phases].sort(), ["decode", "encode", "invert", "optimize", "reconstruct"]);
+    assert.deepEqual([...phases].sort(), ["compare", "decode", "encode", "invert", "optimize", "reconstruct"]);
   });
 
   for (const method of ["npi", "direct", "ddim"] as const) {
