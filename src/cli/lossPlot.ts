@@ -8,8 +8,6 @@
  * (Vega 6 was the first candidate, but its `vega-canvas` node build uses top-level await, which esbuild cannot
  * bundle to CommonJS.)
  */
-import { randomBytes } from "node:crypto";
-import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { BarChart, LineChart } from "echarts/charts";
 import { GridComponent, LegendComponent, TitleComponent } from "echarts/components";
@@ -19,6 +17,7 @@ import type { BarSeriesOption, LineSeriesOption } from "echarts/charts";
 import type { GridComponentOption, LegendComponentOption, TitleComponentOption } from "echarts/components";
 import type { ComposeOption } from "echarts/core";
 import sharp from "sharp";
+import { writeAll } from "../core/output";
 
 type PlotOption = ComposeOption<
   LineSeriesOption | BarSeriesOption | GridComponentOption | LegendComponentOption | TitleComponentOption
@@ -360,31 +359,14 @@ export async function plotFontsAvailable(): Promise<boolean> {
   }
 }
 
-/** Writes `data` to a temporary sibling, flushes it, then renames it over `file`; the temp file is removed on failure. */
-async function writeFileAtomic(file: string, data: Uint8Array | string): Promise<void> {
-  const temp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
-  let handle: fs.FileHandle | undefined;
-  try {
-    handle = await fs.open(temp, "wx");
-    await handle.writeFile(data);
-    await handle.sync();
-    await handle.close();
-    handle = undefined;
-    await fs.rename(temp, file);
-  } catch (error) {
-    await handle?.close().catch(() => undefined);
-    await fs.rm(temp, { force: true }).catch(() => undefined);
-    throw error;
-  }
-}
-
 /** `<name>.svg` beside `<name>.png` (or beside `<name>` when the path has no .png extension). */
 export function svgPathFor(pngPath: string): string {
   return /\.png$/i.test(pngPath) ? pngPath.replace(/\.png$/i, ".svg") : `${pngPath}.svg`;
 }
 
 /**
- * Renders the plot and writes `<name>.svg` and `<name>.png` (the PNG at `PNG_SCALE` x), each atomically.
+ * Renders the plot and writes `<name>.svg` and `<name>.png` (the PNG at `PNG_SCALE` x), each atomically,
+ * both or neither.
  * The folder must exist. Returns the absolute paths written.
  */
 export async function writeLossPlot(input: LossPlotInput, pngPath: string): Promise<{ png: string; svg: string }> {
@@ -392,7 +374,6 @@ export async function writeLossPlot(input: LossPlotInput, pngPath: string): Prom
   const svg = path.resolve(svgPathFor(pngPath));
   const svgText = await renderLossPlotSvg(input);
   const pngBytes = await svgToPng(svgText);
-  await writeFileAtomic(svg, svgText);
-  await writeFileAtomic(png, pngBytes);
+  await writeAll([[svg, svgText], [png, pngBytes]]); // both or neither
   return { png, svg };
 }
