@@ -13,6 +13,7 @@ import {
   StepRecord,
   checkArtifactMatchesModel,
 } from "./artifact";
+import { editSample, resolveEdit } from "./edit";
 import { ImageError, loadImage, modelOutputToRgb, psnr } from "./image";
 import {
   Run,
@@ -27,6 +28,7 @@ import {
   sample,
 } from "./inversion";
 import { Model, OpenModelOptions } from "./model";
+import { EditSpec, ResolvedEdit, controlTensors } from "./promptToPrompt";
 
 export class SettingsError extends Error {
   override name = "SettingsError";
@@ -52,6 +54,26 @@ export interface InversionResult {
   psnr: number;
   ddimPsnr: number | null;
   /** What was done to the image or prompt that the user should know. */
+  notes: string[];
+}
+
+export interface EditResult {
+  edit: ResolvedEdit;
+  /** RGB uint8 at model size, one per prompt: [source branch, edits...]. */
+  images: Uint8Array[];
+  /** Cross-attention maps averaged over steps, layers and heads: [K, r, r, T]. */
+  maps: Float32Array;
+  mapResolution: number;
+  /** Each prompt's tokens (start and end tokens included), for labelling the maps. */
+  tokens: string[][];
+  /** The last local-blend mask [K, h, w] at latent size, or null. */
+  mask: Float32Array | null;
+  /** Final latents [K, C, h, w]. */
+  latents: Float32Array;
+  /** The source branch against the artifact's preprocessed source, dB. */
+  sourcePsnr: number;
+  unetForward: number;
+  seconds: number;
   notes: string[];
 }
 
@@ -191,6 +213,54 @@ export class Engine {
     const latent = await sample(run, artifact.zT, cond, (i) => rowAt(artifact.nullEmbeddings, rowLength, i), s.guidance, offsets);
     const image = modelOutputToRgb(await decodeLatents(run, latent), this.model.manifest.image_size);
     return { image, psnr: psnr(image, artifact.source) };
+  }
+
+  /** Prompt-to-Prompt edit of an inversion: [source, ...edited prompts] through the control UNet. */
+  async edit(artifact: InversionArtifact, spec: EditSpec, options: RunOptions = {}): Promise<EditResult> {
+    return this.controlled(artifact, resolveEdit(artifact.header.prompt, spec), spec, options);
+  }
+
+  /** The source prompt's cross-attention maps while reconstructing (no edit branch). */
+  async attention(artifact: InversionArtifact, options: RunOptions = {}): Promise<EditResult> {
+    const alone = { ...resolveEdit(artifact.header.prompt, { prompts: [artifact.header.prompt] }), prompts: [artifact.header.prompt] };
+    return this.controlled(artifact, alone, { prompts: [] }, options);
+  }
+
+  private async controlled(artifact: InversionArtifact, edit: ResolvedEdit, spec: EditSpec, options: RunOptions): Promise<EditResult> {
+    const started = performance.now();
+    checkArtifactMatchesModel(artifact, this.model);
+    const notes = edit.prompts.slice(1).flatMap((p) => this.checkPrompt(p));
+    const tok = this.model.tokenizer;
+    const control = controlTensors(tok, edit);
+    const m = this.model.manifest;
+    if (spec.userMask && spec.userMask.length !== m.latent_size * m.latent_size) {
+      throw new SettingsError(`the mask has ${spec.userMask.length} values, expected ${m.latent_size}x${m.latent_size}`);
+    }
+    const s = artifact.header.settings;
+    const run = new Run(this.model, this.model.scheduler(s.steps), options);
+    const conds = await encodePrompts(run, edit.prompts);
+    const rowLength = this.model.embeddingLength;
+    const latentLength = this.model.latentLength;
+    const offsets = artifact.directOffsets
+      ? Array.from({ length: s.steps }, (_, i) => artifact.directOffsets!.subarray(i * latentLength, (i + 1) * latentLength))
+      : undefined;
+    const result = await editSample(run, edit, control, artifact.zT, conds, (i) => rowAt(artifact.nullEmbeddings, rowLength, i), s.guidance, offsets, spec.userMask ?? null);
+    const k = edit.prompts.length;
+    const decoded = await decodeLatents(run, result.latents, k);
+    const images = Array.from({ length: k }, (_, b) => modelOutputToRgb(decoded, m.image_size, b));
+    return {
+      edit,
+      images,
+      maps: result.maps,
+      mapResolution: m.attention.map_resolution,
+      tokens: edit.prompts.map((p) => tok.encode(p).tokens),
+      mask: result.mask,
+      latents: result.latents,
+      sourcePsnr: psnr(images[0], artifact.source),
+      unetForward: run.unetForward,
+      seconds: (performance.now() - started) / 1000,
+      notes,
+    };
   }
 
   async close(): Promise<void> {

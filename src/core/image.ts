@@ -134,3 +134,37 @@ export function psnr(a: Uint8Array, b: Uint8Array): number {
   const mse = sum / a.length;
   return mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse);
 }
+
+/**
+ * A mask image (white = may change) cropped like the source and averaged down to `size` x `size` (the
+ * latent size), values in [0, 1]. Alpha, when present, is the mask (a painted stroke on transparency).
+ */
+export async function loadMask(file: string, size: number): Promise<Float32Array> {
+  const bytes = await fs.readFile(file).catch((error: NodeJS.ErrnoException) => {
+    throw new ImageError(`${file}: cannot read the mask (${error.code ?? error.message})`);
+  });
+  try {
+    const meta = await sharp(bytes, { limitInputPixels: MAX_INPUT_PIXELS }).metadata();
+    let img = sharp(bytes, { limitInputPixels: MAX_INPUT_PIXELS, pages: 1 }).rotate();
+    img = meta.hasAlpha ? img.ensureAlpha().extractChannel("alpha") : img.greyscale();
+    const { data, info } = await img.raw({ depth: "uchar" }).toBuffer({ resolveWithObject: true });
+    const side = Math.min(info.width, info.height);
+    const small = await sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels } })
+      .extract({ left: Math.floor((info.width - side) / 2), top: Math.floor((info.height - side) / 2), width: side, height: side })
+      .resize(size, size, { kernel: "linear", fit: "fill" })
+      .extractChannel(0)
+      .raw({ depth: "uchar" })
+      .toBuffer();
+    return Float32Array.from(small, (v) => v / 255);
+  } catch (error) {
+    throw new ImageError(`${file}: not a mask image sharp can read (${sharpMessage(error)})`);
+  }
+}
+
+/** One attention map [r*r] as a greyscale PNG at `size` px, normalised to its maximum. */
+export async function attentionMapPng(map: Float32Array, r: number, size: number): Promise<Buffer> {
+  let max = 0;
+  for (const v of map) max = Math.max(max, v);
+  const grey = Uint8Array.from(map, (v) => (max > 0 ? Math.round((255 * v) / max) : 0));
+  return sharp(Buffer.from(grey), { raw: { width: r, height: r, channels: 1 } }).resize(size, size, { kernel: "nearest" }).png().toBuffer();
+}

@@ -12,7 +12,7 @@ import type { Model } from "./model";
 import { DdimScheduler, InversionPairing, ddimStep, guide } from "./scheduler";
 
 /** "compare": the DDIM-only reconstruction made beside the method's own, for the PSNR comparison. */
-export type Phase = "encode" | "invert" | "optimize" | "direct" | "reconstruct" | "compare" | "decode";
+export type Phase = "encode" | "invert" | "optimize" | "direct" | "reconstruct" | "compare" | "edit" | "decode";
 
 export interface Progress {
   phase: Phase;

@@ -5,9 +5,10 @@
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { ARTIFACT_EXTENSION, encodeArtifact } from "./artifact";
-import type { InversionResult } from "./engine";
+import sharp from "sharp";
+import type { EditResult, InversionResult } from "./engine";
 import { freeStem, writeFileAtomic } from "./files";
-import { encodePng } from "./image";
+import { attentionMapPng, encodePng } from "./image";
 
 export class OutputError extends Error {
   override name = "OutputError";
@@ -75,4 +76,81 @@ export async function writeAll(writes: [string, Uint8Array | string][], protecte
     const e = error as NodeJS.ErrnoException;
     throw new OutputError(`cannot write ${e.path ?? "results"}: ${e.code === "ENOSPC" ? "the disk is full" : e.code ?? e.message}; nothing was saved`);
   }
+}
+
+export interface SavedEdit {
+  /** One PNG per edited prompt. */
+  images: string[];
+  /** JSON with every prompt's per-token cross-attention maps. */
+  attentionMaps: string;
+  /** The last local-blend mask of the (first) edit branch as a PNG at latent size, when blending was on. */
+  mask: string | null;
+}
+
+/** Per-token attention maps as JSON: the content tokens (no start/end/padding) of each prompt. */
+export function attentionJson(result: EditResult): string {
+  const r = result.mapResolution;
+  const T = result.maps.length / (result.tokens.length * r * r);
+  const prompts = result.edit.prompts.map((prompt, k) => ({
+    prompt,
+    tokens: result.tokens[k].slice(1, -1).map((token, i) => {
+      const position = i + 1;
+      const map = Array.from({ length: r * r }, (_, p) => Number(result.maps[(k * r * r + p) * T + position].toPrecision(6)));
+      return { position, token, map };
+    }),
+  }));
+  return JSON.stringify({ format: "nti-attention", version: 1, resolution: r, averagedOver: "steps, layers, heads", prompts });
+}
+
+export async function saveEdit(outDir: string, artifactPath: string, result: EditResult): Promise<SavedEdit> {
+  const dir = await prepareOutputFolder(outDir);
+  const edits = result.images.length - 1;
+  const imageSuffixes = edits === 1 ? [".png"] : Array.from({ length: edits }, (_, i) => `-${i + 1}.png`);
+  const suffixes = [...imageSuffixes, ".attention.json", ".mask.png"];
+  const stem = await freeStem(dir, `${path.parse(artifactPath).name}.edit`, suffixes);
+  const size = Math.round(Math.sqrt(result.images[0].length / 3));
+  const writes: [string, Uint8Array | string][] = [];
+  const images = imageSuffixes.map((s) => stem + s);
+  for (const [i, file] of images.entries()) writes.push([file, await encodePng(result.images[i + 1], size)]);
+  let mask: string | null = null;
+  if (result.mask) {
+    const plane = result.mask.length / result.images.length;
+    const side = Math.round(Math.sqrt(plane));
+    mask = stem + ".mask.png";
+    const grey = Uint8Array.from(result.mask.subarray(plane, 2 * plane), (v) => Math.round(255 * v));
+    writes.push([mask, await sharp(Buffer.from(grey), { raw: { width: side, height: side, channels: 1 } }).png().toBuffer()]);
+  }
+  const attentionMaps = stem + ".attention.json";
+  writes.push([attentionMaps, attentionJson(result)]);
+  await writeAll(writes);
+  return { images, attentionMaps, mask };
+}
+
+/** The first prompt's per-token maps as PNGs in `<stem>.attention/` (built in a hidden folder, then renamed). */
+export async function saveAttentionPngs(outDir: string, artifactPath: string, result: EditResult): Promise<{ folder: string; files: string[] }> {
+  const dir = await prepareOutputFolder(outDir);
+  const stem = await freeStem(dir, path.parse(artifactPath).name, [".attention"]);
+  const folder = stem + ".attention";
+  const temp = path.join(dir, `.${path.basename(folder)}.${process.pid}.tmp`);
+  const r = result.mapResolution;
+  const T = result.maps.length / (result.tokens.length * r * r);
+  const size = Math.round(Math.sqrt(result.images[0].length / 3));
+  const files: string[] = [];
+  try {
+    await fs.mkdir(temp);
+    const tokens = result.tokens[0].slice(1, -1);
+    for (const [i, token] of tokens.entries()) {
+      const position = i + 1;
+      const map = Float32Array.from({ length: r * r }, (_, p) => result.maps[p * T + position]);
+      const name = `${String(position).padStart(2, "0")}-${token.replace(/[^\p{L}\p{N}_-]+/gu, "_")}.png`;
+      await fs.writeFile(path.join(temp, name), await attentionMapPng(map, r, size));
+      files.push(path.join(folder, name));
+    }
+    await fs.rename(temp, folder);
+  } catch (error) {
+    await fs.rm(temp, { recursive: true, force: true });
+    const e = error as NodeJS.ErrnoException;
+    throw new OutputError(`cannot write ${folder}: ${e.code === "ENOSPC" ? "the disk is full" : e.code ?? e.message}; nothing was saved`);
+  }
+  return { folder, files };
 }

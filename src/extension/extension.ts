@@ -82,7 +82,7 @@ async function invertImage(context: vscode.ExtensionContext, uri?: vscode.Uri): 
           onProgress: (p) => {
             panel.post({ type: "progress", ...p });
             // overall percent: inversion, optimisation (or offsets) and the two reconstructions, a quarter each
-            const weight = { encode: 0, invert: 0, optimize: 1, direct: 1, reconstruct: 2, compare: 3, decode: 4 }[p.phase] ?? 0;
+            const weight = ({ encode: 0, invert: 0, optimize: 1, direct: 1, reconstruct: 2, compare: 3, decode: 4 } as Record<string, number>)[p.phase] ?? 0;
             const percent = Math.min(100, Math.round(((weight + (p.total ? p.step / p.total : 0)) / 4) * 100));
             const message = `${p.phase} ${p.step}/${p.total}${p.timestep !== undefined ? `, t=${p.timestep}` : ""}`;
             progress.report({ message, increment: Math.max(0, percent - reported) });
