@@ -4,6 +4,9 @@
  *   nti invert <image> --prompt "..." [--model DIR] [--method nulltext|npi|direct|ddim] [--steps N]
  *              [--guidance W] [--inner-steps N] [--out DIR] [--plot] [--json]
  *   nti reconstruct <artifact> [--model DIR] [--out DIR] [--json]
+ *   nti edit <artifact> --prompt "..." [--mode replace|refine|reweight] [--cross 0.8] [--self 0.4]
+ *              [--reweight word=factor] [--blend word,...] [--mask mask.png] [--out DIR] [--json]
+ *   nti attention <artifact> [--out DIR] [--json]
  * Bad input: exit code 1 and one line on stderr. Ctrl-C cancels and leaves no partial files (exit 130).
  */
 import { existsSync, readFileSync } from "node:fs";
@@ -12,24 +15,39 @@ import { parseArgs } from "node:util";
 import { readArtifact, InversionMethod, InversionSettings } from "../core/artifact";
 import { firstLine } from "../core/backend";
 import { Engine } from "../core/engine";
-import { savePng } from "../core/image";
+import { loadMask, savePng } from "../core/image";
 import type { Progress } from "../core/inversion";
 import { freeStem } from "../core/files";
-import { prepareOutputFolder, saveInversion } from "../core/output";
+import { prepareOutputFolder, saveAttentionPngs, saveEdit, saveInversion } from "../core/output";
+import { EDIT_MODES, EditMode } from "../core/promptToPrompt";
 import { writeLossPlot } from "./lossPlot";
 
 const USAGE = `usage:
   nti invert <image> --prompt "..." [--model DIR] [--method nulltext|npi|direct|ddim] [--steps N]
              [--guidance W] [--inner-steps N] [--lr X] [--threads N] [--out DIR] [--plot] [--no-ddim] [--json]
   nti reconstruct <artifact> [--model DIR] [--out DIR] [--json]
+  nti edit <artifact> --prompt "..." [--prompt "..."] [--mode replace|refine|reweight] [--cross 0.8]
+           [--self 0.4] [--reweight word=factor,...] [--blend word,...] [--blend-threshold 0.3]
+           [--mask mask.png] [--mask-mode union|replace] [--model DIR] [--out DIR] [--json]
+  nti attention <artifact> [--model DIR] [--out DIR] [--json]
 
+edit: Prompt-to-Prompt on a saved inversion; the mode follows from the words changed unless given.
+attention: the source prompt's cross-attention maps, one PNG per token.
 --model defaults to the bundled shapes-tiny (models.json); --out defaults to ./nti-output.
 With --json, one JSON object is printed on stdout and progress is not shown.`;
 
 class UsageError extends Error {}
 
 const OPTIONS = {
-  prompt: { type: "string" },
+  prompt: { type: "string", multiple: true },
+  mode: { type: "string" },
+  cross: { type: "string" },
+  self: { type: "string" },
+  reweight: { type: "string", multiple: true },
+  blend: { type: "string" },
+  "blend-threshold": { type: "string" },
+  mask: { type: "string" },
+  "mask-mode": { type: "string" },
   model: { type: "string" },
   method: { type: "string" },
   steps: { type: "string" },
@@ -63,14 +81,20 @@ async function main(argv: string[]): Promise<number> {
   process.once("SIGINT", () => controller.abort());
   if (command === "invert") return invert(target, values, controller.signal);
   if (command === "reconstruct") return reconstruct(target, values, controller.signal);
-  throw new UsageError(`unknown command "${command}" (invert, reconstruct)`);
+  if (command === "edit") return edit(target, values, controller.signal);
+  if (command === "attention") return attention(target, values, controller.signal);
+  throw new UsageError(`unknown command "${command}" (invert, reconstruct, edit, attention)`);
 }
 
-type Values = { [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type"] extends "string" ? string : boolean };
+type Values = {
+  [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K] extends { multiple: true } ? string[] : (typeof OPTIONS)[K]["type"] extends "string" ? string : boolean;
+};
 
 async function invert(image: string | undefined, values: Values, signal: AbortSignal): Promise<number> {
   if (!image) throw new UsageError("nti invert needs an image path");
   if (values.prompt === undefined) throw new UsageError('nti invert needs --prompt "..."');
+  if (values.prompt.length > 1) throw new UsageError("nti invert takes one --prompt");
+  const prompt = values.prompt[0];
   if (!existsSync(image)) throw new UsageError(`${image}: no such file`);
   const settings: Partial<InversionSettings> = {
     method: values.method as InversionMethod | undefined,
@@ -84,7 +108,7 @@ async function invert(image: string | undefined, values: Values, signal: AbortSi
   try {
     const bar = values.json ? null : new ProgressBar();
     const result = await engine.invert(
-      { imagePath: image, prompt: values.prompt, settings, compareWithDdim: !values["no-ddim"] },
+      { imagePath: image, prompt, settings, compareWithDdim: !values["no-ddim"] },
       { signal, onProgress: (p) => bar?.update(p) },
     );
     bar?.done();
@@ -159,6 +183,89 @@ async function reconstruct(artifactPath: string | undefined, values: Values, sig
     await savePng(file, image, artifact.dims.imageSize);
     if (values.json) process.stdout.write(JSON.stringify({ reconstruction: file, psnr: round(psnr) }) + "\n");
     else process.stdout.write(`reconstruction  ${file}\nPSNR vs the stored source ${fmtDb(psnr)}\n`);
+    return 0;
+  } finally {
+    await engine.close();
+  }
+}
+
+async function edit(artifactPath: string | undefined, values: Values, signal: AbortSignal): Promise<number> {
+  if (!artifactPath) throw new UsageError("nti edit needs an artifact path");
+  if (!values.prompt?.length) throw new UsageError('nti edit needs --prompt "the edited prompt"');
+  const mode = values.mode;
+  if (mode !== undefined && !EDIT_MODES.includes(mode as EditMode)) throw new UsageError(`--mode must be one of ${EDIT_MODES.join(", ")}`);
+  const maskMode = values["mask-mode"];
+  if (maskMode !== undefined && maskMode !== "union" && maskMode !== "replace") throw new UsageError("--mask-mode must be union or replace");
+  const reweight: Record<string, number> = {};
+  for (const item of (values.reweight ?? []).flatMap((r) => r.split(","))) {
+    const [word, factor] = item.split("=");
+    const n = Number(factor);
+    if (!word || factor === undefined || factor.trim() === "" || !Number.isFinite(n)) throw new UsageError(`--reweight takes word=factor, got "${item}"`);
+    reweight[word.trim()] = n;
+  }
+  const blendWords = values.blend?.split(",").map((w) => w.trim()).filter(Boolean);
+  const artifact = await readArtifact(artifactPath);
+  const outDir = await prepareOutputFolder(values.out ?? path.dirname(artifactPath));
+  const engine = await openEngine(values.model ?? (existsSync(artifact.header.model.dir) ? artifact.header.model.dir : undefined), values);
+  try {
+    const userMask = values.mask ? await loadMask(values.mask, engine.model.manifest.latent_size) : undefined;
+    const bar = values.json ? null : new ProgressBar();
+    const result = await engine.edit(
+      artifact,
+      {
+        prompts: values.prompt,
+        mode: mode as EditMode | undefined,
+        crossReplaceSteps: numberOption(values.cross, "--cross"),
+        selfReplaceSteps: numberOption(values.self, "--self"),
+        reweight,
+        blendWords,
+        blendThreshold: numberOption(values["blend-threshold"], "--blend-threshold"),
+        userMask,
+        userMaskMode: maskMode as "union" | "replace" | undefined,
+      },
+      { signal, onProgress: (p) => bar?.update(p) },
+    );
+    bar?.done();
+    const saved = await saveEdit(outDir, artifactPath, result);
+    const summary = {
+      ...saved,
+      mode: result.edit.mode,
+      prompts: result.edit.prompts,
+      sourcePsnr: round(result.sourcePsnr),
+      unetCalls: result.unetForward,
+      seconds: round(result.seconds),
+      notes: result.notes,
+    };
+    if (values.json) {
+      process.stdout.write(JSON.stringify(summary) + "\n");
+    } else {
+      for (const note of result.notes) process.stderr.write(`note: ${note}\n`);
+      const lines = [
+        `${result.edit.mode} edit of "${artifact.header.prompt}" in ${summary.seconds} s`,
+        ...saved.images.map((f, i) => `"${result.edit.prompts[i + 1]}"  ${f}`),
+        `attention maps  ${saved.attentionMaps}`,
+        ...(saved.mask ? [`blend mask      ${saved.mask}`] : []),
+      ];
+      process.stdout.write(lines.join("\n") + "\n");
+    }
+    return 0;
+  } finally {
+    await engine.close();
+  }
+}
+
+async function attention(artifactPath: string | undefined, values: Values, signal: AbortSignal): Promise<number> {
+  if (!artifactPath) throw new UsageError("nti attention needs an artifact path");
+  const artifact = await readArtifact(artifactPath);
+  const outDir = await prepareOutputFolder(values.out ?? path.dirname(artifactPath));
+  const engine = await openEngine(values.model ?? (existsSync(artifact.header.model.dir) ? artifact.header.model.dir : undefined), values);
+  try {
+    const bar = values.json ? null : new ProgressBar();
+    const result = await engine.attention(artifact, { signal, onProgress: (p) => bar?.update(p) });
+    bar?.done();
+    const saved = await saveAttentionPngs(outDir, artifactPath, result);
+    if (values.json) process.stdout.write(JSON.stringify({ ...saved, seconds: round(result.seconds) }) + "\n");
+    else process.stdout.write(`${saved.files.length} maps of "${artifact.header.prompt}" in ${saved.folder}\n`);
     return 0;
   } finally {
     await engine.close();

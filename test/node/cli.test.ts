@@ -1,7 +1,7 @@
 /** The `nti` CLI as a user runs it: JSON output, saved files, and one clear line on bad input. */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { test } from "node:test";
@@ -72,4 +72,40 @@ test("bad input: exit code 1, one line on stderr, no stack trace, nothing writte
   assert.ok(!existsSync(out) || readdirSync(out).length === 0, "nothing written for failed runs");
   // the image is not touched
   assert.equal((await sharp(SAMPLE).metadata()).width, 256);
+});
+
+test("edit and attention on a saved inversion", async () => {
+  const out = path.join(dir, "edit");
+  const inv = nti("invert", SAMPLE, "--prompt", PROMPT, "--steps", "20", "--inner-steps", "5", "--out", out, "--json", "--no-ddim");
+  assert.equal(inv.code, 0, inv.stderr);
+  const artifact = JSON.parse(inv.stdout).artifact;
+  const mask = path.join(dir, "mask.png");
+  await sharp({ create: { width: 64, height: 64, channels: 3, background: "#000" } })
+    .composite([{ input: { create: { width: 32, height: 32, channels: 3, background: "#fff" } }, left: 0, top: 32 }])
+    .png()
+    .toFile(mask);
+  const r = nti("edit", artifact, "--prompt", PROMPT.replace("blue", "red"), "--blend", "blue", "--mask", mask, "--reweight", "red=2", "--json");
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.mode, "replace");
+  assert.equal(j.images.length, 1);
+  for (const f of [...j.images, j.attentionMaps, j.mask]) assert.ok(existsSync(f), f);
+  const maps = JSON.parse(readFileSync(j.attentionMaps, "utf8"));
+  assert.deepEqual(maps.prompts.map((p: { tokens: unknown[] }) => p.tokens.length), [11, 11]);
+  assert.equal(maps.prompts[1].tokens[1].token, "red");
+  assert.equal(maps.prompts[1].tokens[1].map.length, 64);
+  // the user mask (lower-left quarter) is part of the blend mask
+  const m = await sharp(j.mask).raw().toBuffer();
+  assert.equal(m[12 * 16 + 3], 255);
+
+  const a = nti("attention", artifact, "--json");
+  assert.equal(a.code, 0, a.stderr);
+  const att = JSON.parse(a.stdout);
+  assert.equal(att.files.length, 11);
+  assert.match(att.files[1], /02-blue\.png$/);
+  assert.equal((await sharp(att.files[1]).metadata()).width, 64);
+
+  const bad = nti("edit", artifact, "--prompt", "a red circle", "--mode", "replace");
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr.trim(), /^nti: replace swaps words one for one.*use refine$/);
 });
