@@ -73,6 +73,22 @@ describe("edits vs the reference (tiny random model)", () => {
   });
 });
 
+describe("cancelling", () => {
+  test("an AbortSignal stops an edit between steps", async () => {
+    const controller = new AbortController();
+    const steps: number[] = [];
+    const run = engine.edit(fixtureArtifact(engine.model), { prompts: ["a blue circle on a white background"] }, {
+      signal: controller.signal,
+      onProgress: (p) => {
+        steps.push(p.step);
+        if (p.step === 5) controller.abort();
+      },
+    });
+    await assert.rejects(run, { name: "AbortError" });
+    assert.equal(Math.max(...steps), 5);
+  });
+});
+
 describe("edit specs", () => {
   test("mode from the word difference, and clear errors", () => {
     assert.equal(chooseMode("a red circle", "a blue circle"), "replace");
