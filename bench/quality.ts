@@ -3,9 +3,10 @@
  * For every scene and every inversion method (DDIM only, NPI, Direct Inversion, null-text) the engine
  * inverts the image and makes three Prompt-to-Prompt edits (colour swap, shape swap, background swap,
  * replace + local blend on the edited words); the Python side (exporter/shapes/bench.py) makes the scenes
- * with their true edits and masks and scores the images. Writes bench/results/quality.{json,md}.
+ * with their true edits and masks and scores the images. Writes bench/results/<name>.{json,md}.
  *
- *   npm run bench:quality -- [--scenes 50] [--model DIR] [--steps 50] [--blend-threshold 0.3] [--keep DIR]
+ *   npm run bench:quality -- [--scenes 50] [--model DIR] [--steps 50] [--blend-threshold 0.3]
+ *       [--blend-by edited-words|source-attribute] [--name quality] [--keep DIR]
  */
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -22,7 +23,7 @@ interface SetItem {
   id: number;
   source: string;
   prompt: string;
-  edits: { type: string; prompt: string; blend: string[] }[];
+  edits: { type: string; prompt: string; blend: string[]; blend_source_attribute: string[] }[];
 }
 
 function python(args: string[]): string {
@@ -41,8 +42,10 @@ async function main(): Promise<void> {
       model: { type: "string", default: path.join(ROOT, "models/shapes-tiny") },
       steps: { type: "string", default: "50" },
       "blend-threshold": { type: "string", default: "0.3" },
+      "blend-by": { type: "string", default: "edited-words" },
       keep: { type: "string" },
       out: { type: "string", default: path.join(ROOT, "bench/results") },
+      name: { type: "string", default: "quality" },
     },
   });
   const work = values.keep ? path.resolve(values.keep) : mkdtempSync(path.join(tmpdir(), "nti-bench-"));
@@ -54,6 +57,8 @@ async function main(): Promise<void> {
   const engine = await Engine.open(values.model!);
   const steps = Number(values.steps);
   const blendThreshold = Number(values["blend-threshold"]);
+  const blendBy = values["blend-by"];
+  if (blendBy !== "edited-words" && blendBy !== "source-attribute") throw new Error("--blend-by is edited-words or source-attribute");
   const scenes = [];
   const started = performance.now();
   for (const item of set.scenes) {
@@ -64,7 +69,8 @@ async function main(): Promise<void> {
       await savePng(reconstruction, inv.reconstruction, engine.model.manifest.image_size);
       const edits = [];
       for (const e of item.edits) {
-        const r = await engine.edit(inv.artifact, { prompts: [e.prompt], mode: "replace", blendWords: e.blend, blendThreshold });
+        const blendWords = blendBy === "edited-words" ? e.blend : e.blend_source_attribute;
+        const r = await engine.edit(inv.artifact, { prompts: [e.prompt], mode: "replace", blendWords, blendThreshold });
         const image = path.join(imageDir, `scene-${item.id}-${method}-${e.type}.png`);
         await savePng(image, r.images[1], engine.model.manifest.image_size);
         edits.push({ type: e.type, image, seconds: r.seconds });
@@ -78,12 +84,12 @@ async function main(): Promise<void> {
   }
   await engine.close();
   const results = path.join(work, "results.json");
-  const settings = { steps, guidance: 7.5, innerSteps: 10, edit: "replace + local blend on the edited words", blendThreshold };
+  const settings = { steps, guidance: 7.5, innerSteps: 10, edit: `replace + local blend on the ${blendBy}`, blendThreshold };
   writeFileSync(results, JSON.stringify({ model: engine.model.id, settings, scenes }));
   mkdirSync(values.out!, { recursive: true });
   const table = python([
     "exporter.shapes.bench", "score", "--set", setDir, "--results", results,
-    "--json", path.join(values.out!, "quality.json"), "--markdown", path.join(values.out!, "quality.md"),
+    "--json", path.join(values.out!, `${values.name}.json`), "--markdown", path.join(values.out!, `${values.name}.md`),
   ]);
   process.stdout.write(table);
   if (!values.keep) rmSync(work, { recursive: true, force: true });

@@ -3,7 +3,8 @@
     python -m exporter.shapes.bench make --out DIR --scenes 50 [--seed 0]
         writes DIR/set.json and the PNGs: per scene the source, and per edit (colour swap, shape swap,
         background swap) the edited prompt, the true edited image, the true change mask, the words local
-        blend uses, and what the edit must produce (for the accuracy).
+        blend uses (`blend`: the edited words of both prompts, as Prompt-to-Prompt does;
+        `blend_source_attribute`: one source word of the changed thing), and what the edit must produce.
     python -m exporter.shapes.bench score --set DIR --results RESULTS.json --json OUT.json --markdown OUT.md
         scores the engine's images (RESULTS.json, written by bench/quality.ts) against the truth:
         reconstruction PSNR and SSIM, edit PSNR, background PSNR outside the true mask, edit accuracy
@@ -48,20 +49,23 @@ def make(out: Path, n_scenes: int, seed: int) -> dict:
                 j = _changed_index(scene, e.edited_scene)
                 obj = e.edited_scene.objects[j]
                 blend, target = [obj.shape], {"colour": obj.colour}
+                attribute = [scene.objects[j].colour]
             elif kind == "shape":
                 e = S.shape_swap(scene, rng)
                 j = _changed_index(scene, e.edited_scene)
                 blend = [scene.objects[j].shape, e.edited_scene.objects[j].shape]
                 target = {"shape": e.edited_scene.objects[j].shape}
+                attribute = [scene.objects[j].colour]  # the changed object's other word, which shapes-tiny localises
             else:
                 e = S.background_swap(scene, rng)
                 blend, target = [scene.background, e.edited_scene.background, "background"], {"background": e.edited_scene.background}
+                attribute = [scene.background]
             truth = f"scene-{i:03d}-{kind}.png"
             mask = f"scene-{i:03d}-{kind}-mask.png"
             Image.fromarray(S.render(e.edited_scene)).save(out / truth)
             Image.fromarray(e.change_mask.astype(np.uint8) * 255).save(out / mask)
             edits.append({"type": kind, "prompt": e.edited_prompt, "truth": truth, "mask": mask,
-                          "blend": blend, "target": target})
+                          "blend": blend, "blend_source_attribute": attribute, "target": target})
         items.append({"id": i, "source": source, "prompt": S.prompt_for(scene), "objects": len(scene.objects),
                       "edits": edits})
     data = {"seed": seed, "size": scenes[0].size, "scenes": items}
