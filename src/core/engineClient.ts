@@ -4,7 +4,7 @@
  */
 import { Worker } from "node:worker_threads";
 import type { Progress } from "./inversion";
-import type { InvertJob, InvertSummary, WorkerReply, WorkerRequest } from "./workerProtocol";
+import type { EditJob, EditSummary, InvertJob, InvertSummary, Job, WorkerReply, WorkerRequest } from "./workerProtocol";
 
 export class EngineWorkerError extends Error {
   constructor(name: string, message: string) {
@@ -14,8 +14,13 @@ export class EngineWorkerError extends Error {
 }
 
 interface Pending {
-  resolve: (summary: InvertSummary) => void;
+  resolve: (summary: InvertSummary | EditSummary) => void;
   reject: (error: Error) => void;
+  onProgress?: (p: Progress) => void;
+}
+
+export interface JobOptions {
+  signal?: AbortSignal;
   onProgress?: (p: Progress) => void;
 }
 
@@ -24,9 +29,9 @@ export class EngineClient {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
 
-  /** `workerFile` is a script that calls serveEngine(parentPort); execArgv lets tests load TypeScript. */
-  constructor(workerFile: string, execArgv: string[] = []) {
-    this.worker = new Worker(workerFile, { execArgv });
+  /** `workerFile` is a script that calls serveEngine(parentPort). */
+  constructor(workerFile: string) {
+    this.worker = new Worker(workerFile);
     this.worker.on("message", (reply: WorkerReply) => this.receive(reply));
     this.worker.on("error", (error) => this.failAll(error));
     this.worker.on("exit", (code) => this.failAll(new Error(`the engine worker stopped (exit code ${code})`)));
@@ -36,21 +41,29 @@ export class EngineClient {
     return this.pending.size > 0;
   }
 
-  invert(job: InvertJob, options: { signal?: AbortSignal; onProgress?: (p: Progress) => void } = {}): Promise<InvertSummary> {
+  invert(job: Omit<InvertJob, "kind">, options: JobOptions = {}): Promise<InvertSummary> {
+    return this.run({ kind: "invert", ...job }, options) as Promise<InvertSummary>;
+  }
+
+  edit(job: Omit<EditJob, "kind">, options: JobOptions = {}): Promise<EditSummary> {
+    return this.run({ kind: "edit", ...job }, options) as Promise<EditSummary>;
+  }
+
+  async dispose(): Promise<void> {
+    await this.worker.terminate();
+  }
+
+  private run(job: Job, options: JobOptions): Promise<InvertSummary | EditSummary> {
     const id = this.nextId++;
-    return new Promise<InvertSummary>((resolve, reject) => {
+    return new Promise((resolve, reject) => {
       if (options.signal?.aborted) {
         reject(new EngineWorkerError("AbortError", "cancelled"));
         return;
       }
       this.pending.set(id, { resolve, reject, onProgress: options.onProgress });
       options.signal?.addEventListener("abort", () => this.post({ id, type: "cancel" }), { once: true });
-      this.post({ id, type: "invert", job });
+      this.post({ id, type: "run", job });
     });
-  }
-
-  async dispose(): Promise<void> {
-    await this.worker.terminate();
   }
 
   private post(message: WorkerRequest): void {

@@ -4,25 +4,89 @@
  * between two graph calls and nothing is written.
  */
 import type { MessagePort } from "node:worker_threads";
+import { readArtifact } from "./artifact";
 import { firstLine } from "./backend";
 import { Engine } from "./engine";
-import { saveInversion } from "./output";
-import type { InvertJob, InvertSummary, WorkerReply, WorkerRequest } from "./workerProtocol";
+import { maskFromPainting } from "./image";
+import type { RunOptions } from "./inversion";
+import type { OpenModelOptions } from "./model";
+import { attentionData, saveEdit, saveInversion } from "./output";
+import type { EditJob, EditSummary, InvertJob, InvertSummary, WorkerReply, WorkerRequest } from "./workerProtocol";
 
 export function serveEngine(port: MessagePort): void {
   const engines = new Map<string, Promise<Engine>>();
   const running = new Map<number, AbortController>();
   const send = (reply: WorkerReply) => port.postMessage(reply);
 
-  const engineFor = (job: InvertJob) => {
-    const key = `${job.modelDir}\0${JSON.stringify(job.modelOptions ?? {})}`;
+  const engineFor = (modelDir: string, options: OpenModelOptions = {}) => {
+    const key = `${modelDir}\0${JSON.stringify(options)}`;
     let engine = engines.get(key);
     if (!engine) {
-      engine = Engine.open(job.modelDir, job.modelOptions);
+      engine = Engine.open(modelDir, options);
       engines.set(key, engine);
       engine.catch(() => engines.delete(key)); // a broken folder may be fixed and retried
     }
     return engine;
+  };
+
+  const invert = async (job: InvertJob, run: RunOptions): Promise<InvertSummary> => {
+    const engine = await engineFor(job.modelDir, job.modelOptions);
+    const result = await engine.invert(
+      { imagePath: job.imagePath, prompt: job.prompt, settings: job.settings, compareWithDdim: job.compareWithDdim },
+      run,
+    );
+    const attention = job.withAttention ? attentionData(await engine.attention(result.artifact, run)) : null;
+    run.signal?.throwIfAborted();
+    const saved = await saveInversion(job.outDir, job.imagePath, result);
+    const h = result.artifact.header;
+    return {
+      kind: "invert",
+      ...saved,
+      prompt: h.prompt,
+      psnr: h.stats.psnr,
+      ddimPsnr: h.stats.ddimPsnr,
+      settings: h.settings,
+      steps: h.steps,
+      unetForward: h.stats.unetForward,
+      unetBackward: h.stats.unetBackward,
+      seconds: h.stats.seconds,
+      notes: result.notes,
+      attention,
+    };
+  };
+
+  const edit = async (job: EditJob, run: RunOptions): Promise<EditSummary> => {
+    const artifact = await readArtifact(job.artifactPath);
+    const engine = await engineFor(job.modelDir ?? artifact.header.model.dir, job.modelOptions);
+    const latentSize = engine.model.manifest.latent_size;
+    const userMask = job.paintedMask ? maskFromPainting(job.paintedMask.values, job.paintedMask.side, latentSize) : undefined;
+    const result = await engine.edit(
+      artifact,
+      {
+        prompts: job.prompts,
+        mode: job.mode,
+        crossReplaceSteps: job.crossReplaceSteps,
+        selfReplaceSteps: job.selfReplaceSteps,
+        reweight: job.reweight,
+        blendWords: job.blendWords,
+        blendThreshold: job.blendThreshold,
+        userMask,
+        userMaskMode: job.maskMode,
+      },
+      run,
+    );
+    run.signal?.throwIfAborted();
+    const saved = await saveEdit(job.outDir, job.artifactPath, result);
+    return {
+      kind: "edit",
+      ...saved,
+      mode: result.edit.mode,
+      prompts: result.edit.prompts,
+      sourcePsnr: Number.isFinite(result.sourcePsnr) ? result.sourcePsnr : null,
+      seconds: result.seconds,
+      notes: result.notes,
+      attention: attentionData(result),
+    };
   };
 
   port.on("message", async (message: WorkerRequest) => {
@@ -32,29 +96,9 @@ export function serveEngine(port: MessagePort): void {
     }
     const controller = new AbortController();
     running.set(message.id, controller);
+    const run: RunOptions = { signal: controller.signal, onProgress: (progress) => send({ id: message.id, type: "progress", progress }) };
     try {
-      const engine = await engineFor(message.job);
-      controller.signal.throwIfAborted();
-      const job = message.job;
-      const result = await engine.invert(
-        { imagePath: job.imagePath, prompt: job.prompt, settings: job.settings, compareWithDdim: job.compareWithDdim },
-        { signal: controller.signal, onProgress: (progress) => send({ id: message.id, type: "progress", progress }) },
-      );
-      controller.signal.throwIfAborted();
-      const saved = await saveInversion(job.outDir, job.imagePath, result);
-      const h = result.artifact.header;
-      const summary: InvertSummary = {
-        ...saved,
-        prompt: h.prompt,
-        psnr: h.stats.psnr,
-        ddimPsnr: h.stats.ddimPsnr,
-        settings: h.settings,
-        steps: h.steps,
-        unetForward: h.stats.unetForward,
-        unetBackward: h.stats.unetBackward,
-        seconds: h.stats.seconds,
-        notes: result.notes,
-      };
+      const summary = message.job.kind === "invert" ? await invert(message.job, run) : await edit(message.job, run);
       send({ id: message.id, type: "done", summary });
     } catch (error) {
       const name = error instanceof Error ? error.name : "Error";

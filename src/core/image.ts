@@ -168,3 +168,19 @@ export async function attentionMapPng(map: Float32Array, r: number, size: number
   const grey = Uint8Array.from(map, (v) => (max > 0 ? Math.round((255 * v) / max) : 0));
   return sharp(Buffer.from(grey), { raw: { width: r, height: r, channels: 1 } }).resize(size, size, { kernel: "nearest" }).png().toBuffer();
 }
+
+/** A mask painted over the model-size source (side x side values in [0, 1]) averaged down to the latent size. */
+export function maskFromPainting(values: ArrayLike<number>, side: number, latentSize: number): Float32Array {
+  if (!Number.isInteger(side) || side < latentSize || side % latentSize !== 0 || values.length !== side * side) {
+    throw new ImageError(`a painted mask must be ${latentSize}k x ${latentSize}k values, got ${values.length} for side ${side}`);
+  }
+  const f = side / latentSize;
+  const out = new Float32Array(latentSize * latentSize);
+  for (let y = 0; y < side; y++) {
+    for (let x = 0; x < side; x++) {
+      const v = Number(values[y * side + x]);
+      out[Math.floor(y / f) * latentSize + Math.floor(x / f)] += Number.isFinite(v) ? Math.min(1, Math.max(0, v)) : 0;
+    }
+  }
+  return out.map((v) => v / (f * f));
+}

@@ -87,8 +87,20 @@ export interface SavedEdit {
   mask: string | null;
 }
 
-/** Per-token attention maps as JSON: the content tokens (no start/end/padding) of each prompt. */
+/** Every prompt's per-token cross-attention maps (content tokens only: no start, end or padding). */
+export interface AttentionData {
+  format: "nti-attention";
+  version: 1;
+  resolution: number;
+  averagedOver: string;
+  prompts: { prompt: string; tokens: { position: number; token: string; map: number[] }[] }[];
+}
+
 export function attentionJson(result: EditResult): string {
+  return JSON.stringify(attentionData(result));
+}
+
+export function attentionData(result: EditResult): AttentionData {
   const r = result.mapResolution;
   const T = result.maps.length / (result.tokens.length * r * r);
   const prompts = result.edit.prompts.map((prompt, k) => ({
@@ -99,7 +111,7 @@ export function attentionJson(result: EditResult): string {
       return { position, token, map };
     }),
   }));
-  return JSON.stringify({ format: "nti-attention", version: 1, resolution: r, averagedOver: "steps, layers, heads", prompts });
+  return { format: "nti-attention", version: 1, resolution: r, averagedOver: "steps, layers, heads", prompts };
 }
 
 export async function saveEdit(outDir: string, artifactPath: string, result: EditResult): Promise<SavedEdit> {

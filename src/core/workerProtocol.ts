@@ -1,9 +1,12 @@
-/** Messages between a host (extension, tests) and the engine running in a worker thread. */
+/** Messages between a host (the extension, tests) and the engine running in a worker thread. */
 import type { InversionSettings, StepRecord } from "./artifact";
 import type { Progress } from "./inversion";
 import type { OpenModelOptions } from "./model";
+import type { AttentionData } from "./output";
+import type { EditMode } from "./promptToPrompt";
 
 export interface InvertJob {
+  kind: "invert";
   modelDir: string;
   modelOptions?: OpenModelOptions;
   imagePath: string;
@@ -11,10 +14,34 @@ export interface InvertJob {
   settings?: Partial<InversionSettings>;
   outDir: string;
   compareWithDdim?: boolean;
+  /** Also record the source prompt's cross-attention maps (one more sampling pass). */
+  withAttention?: boolean;
 }
+
+export interface EditJob {
+  kind: "edit";
+  /** Defaults to the folder recorded in the artifact. */
+  modelDir?: string;
+  modelOptions?: OpenModelOptions;
+  artifactPath: string;
+  outDir: string;
+  prompts: string[];
+  mode?: EditMode;
+  crossReplaceSteps?: number;
+  selfReplaceSteps?: number;
+  reweight?: Record<string, number>;
+  blendWords?: string[];
+  blendThreshold?: number;
+  /** A painted mask over the model-size source, row-major values in [0, 1] (side x side). */
+  paintedMask?: { side: number; values: number[] };
+  maskMode?: "union" | "replace";
+}
+
+export type Job = InvertJob | EditJob;
 
 /** What a finished inversion sends back: where the files are and the figures worth showing. */
 export interface InvertSummary {
+  kind: "invert";
   prompt: string;
   artifact: string;
   reconstruction: string;
@@ -28,13 +55,26 @@ export interface InvertSummary {
   unetBackward: number;
   seconds: number;
   notes: string[];
+  attention: AttentionData | null;
 }
 
-export type WorkerRequest =
-  | { id: number; type: "invert"; job: InvertJob }
-  | { id: number; type: "cancel" };
+export interface EditSummary {
+  kind: "edit";
+  images: string[];
+  attentionMaps: string;
+  mask: string | null;
+  mode: EditMode;
+  prompts: string[];
+  sourcePsnr: number | null;
+  seconds: number;
+  notes: string[];
+  attention: AttentionData;
+}
+
+
+export type WorkerRequest = { id: number; type: "run"; job: Job } | { id: number; type: "cancel" };
 
 export type WorkerReply =
   | { id: number; type: "progress"; progress: Progress }
-  | { id: number; type: "done"; summary: InvertSummary }
+  | { id: number; type: "done"; summary: InvertSummary | EditSummary }
   | { id: number; type: "error"; name: string; message: string };

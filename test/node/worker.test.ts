@@ -34,4 +34,29 @@ test("invert in the worker, cancel one mid-way, then run again", async () => {
   for (const f of [summary.artifact, summary.reconstruction, summary.source]) assert.ok(existsSync(f), f);
 
   await assert.rejects(client.invert({ ...job, imagePath: path.join(dir, "nope.png"), outDir: dir }), /nope.png: cannot read it \(ENOENT\)/);
+
+  // an edit of the saved inversion, with a painted mask over the left half of the 64 px source
+  const side = 64;
+  const values = Array.from({ length: side * side }, (_, i) => (i % side < side / 2 ? 1 : 0));
+  const edited = await client.edit({
+    artifactPath: summary.artifact,
+    outDir: path.join(dir, "done"),
+    prompts: ["a blue circle on a white background"],
+    paintedMask: { side, values },
+    maskMode: "replace",
+  });
+  assert.equal(edited.mode, "replace");
+  assert.ok(existsSync(edited.images[0]) && existsSync(edited.attentionMaps));
+  assert.equal(edited.attention.prompts[1].tokens[1].token, "blue");
+});
+
+test("an invert job can bring the source prompt's attention maps", async () => {
+  const imagePath = path.join(dir, "image.png");
+  const summary = await client.invert({
+    modelDir: TINY_MODEL, imagePath, prompt: "a red circle on a white background", settings: { steps: 5, innerSteps: 2 },
+    outDir: path.join(dir, "attention"), withAttention: true,
+  });
+  assert.ok(summary.attention);
+  assert.deepEqual(summary.attention.prompts[0].tokens.map((t) => t.token), ["a", "red", "circle", "on", "a", "white", "background"]);
+  assert.equal(summary.attention.prompts[0].tokens[0].map.length, summary.attention.resolution ** 2);
 });
