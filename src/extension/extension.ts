@@ -1,119 +1,207 @@
 /**
- * VS Code glue: the "Invert Image with Prompt…" command runs the engine in a worker thread with a
- * cancellable progress notification, saves results to the output folder (never over the source), and
- * shows them in the inversion panel. Engine logic lives in src/core.
+ * VS Code glue: commands, settings, progress with Cancel, the engine in a worker thread (the extension
+ * host never blocks), the inversion panel and the read-only editor of `.nti` artifacts. Engine logic
+ * lives in src/core.
  */
 import * as path from "node:path";
 import * as vscode from "vscode";
+import type { InversionMethod } from "../core/artifact";
 import { EngineClient } from "../core/engineClient";
+import type { Progress } from "../core/inversion";
 import type { InvertSummary } from "../core/workerProtocol";
-import { InversionPanel } from "./panel";
+import { modelFolder, selectModel } from "./models";
+import { InversionPanel, PanelHost } from "./panel";
 
 let client: EngineClient | undefined;
+let running: AbortController | undefined;
 let log: vscode.OutputChannel;
+let lastOutput: string | undefined;
 
 export function activate(context: vscode.ExtensionContext): void {
   log = vscode.window.createOutputChannel("Null-text Inversion");
+  const host: PanelHost = {
+    client: () => (client ??= new EngineClient(path.join(context.extensionPath, "dist", "worker.js"))),
+    log: (line) => log.appendLine(line),
+    exclusive,
+    cancel: () => running?.abort(),
+  };
   context.subscriptions.push(
     log,
-    vscode.commands.registerCommand("nullText.invertImage", (uri?: vscode.Uri) => invertImage(context, uri)),
+    vscode.commands.registerCommand("nullText.invertImage", (uri?: vscode.Uri, options?: { prompt?: string }) => invertImage(context, host, uri, options)),
+    vscode.commands.registerCommand("nullText.editInversion", (uri?: vscode.Uri) => editInversion(uri)),
+    vscode.commands.registerCommand("nullText.openPanel", () => openPanel()),
+    vscode.commands.registerCommand("nullText.selectModel", () => selectModel(context.extensionPath, (l) => log.appendLine(l))),
+    vscode.commands.registerCommand("nullText.cancel", () => {
+      if (running) running.abort();
+      else void vscode.window.showInformationMessage("No inversion is running.");
+    }),
+    vscode.commands.registerCommand("nullText.revealOutput", () => {
+      if (lastOutput) void vscode.commands.executeCommand("revealFileInOS", vscode.Uri.file(lastOutput));
+      else void vscode.window.showInformationMessage("Nothing has been written yet in this session.");
+    }),
+    vscode.window.registerCustomEditorProvider("nullText.artifact", new ArtifactEditor(context, host), {
+      webviewOptions: { retainContextWhenHidden: true },
+      supportsMultipleEditorsPerDocument: false,
+    }),
   );
 }
 
 export async function deactivate(): Promise<void> {
+  running?.abort();
   await client?.dispose();
   client = undefined;
 }
 
-function engineClient(context: vscode.ExtensionContext): EngineClient {
-  client ??= new EngineClient(path.join(context.extensionPath, "dist", "worker.js"));
-  return client;
+/** One job at a time, in a notification with a working Cancel; a second request is refused clearly. */
+async function exclusive<T>(title: string, work: (signal: AbortSignal, report: (p: Progress) => void) => Promise<T>): Promise<T> {
+  if (running) throw new Error("another inversion or edit is running: cancel it first (Null-text: Cancel Running Inversion)");
+  const controller = new AbortController();
+  running = controller;
+  try {
+    return await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title, cancellable: true }, (progress, token) => {
+      token.onCancellationRequested(() => controller.abort());
+      let reported = 0;
+      return work(controller.signal, (p) => {
+        const percent = overallPercent(p);
+        progress.report({ message: `${p.phase} ${p.step}/${p.total}${p.timestep !== undefined ? `, t=${p.timestep}` : ""}`, increment: Math.max(0, percent - reported) });
+        reported = Math.max(reported, percent);
+      });
+    });
+  } finally {
+    if (running === controller) running = undefined;
+  }
 }
 
-function modelFolder(context: vscode.ExtensionContext): string {
-  const configured = vscode.workspace.getConfiguration("nullText").get<string>("modelFolder", "").trim();
-  return configured ? configured : path.join(context.extensionPath, "models", "shapes-tiny");
+/** Inversion, optimisation (or offsets) and the reconstructions, a share each; edits are one phase. */
+function overallPercent(p: Progress): number {
+  const share: Record<string, [number, number]> = {
+    encode: [0, 0], invert: [0, 20], optimize: [20, 80], direct: [20, 80], reconstruct: [80, 90], compare: [90, 97], edit: [0, 97], decode: [97, 100],
+  };
+  const [from, to] = share[p.phase] ?? [0, 0];
+  return Math.round(from + (to - from) * (p.total ? p.step / p.total : 0));
 }
 
-function outputFolder(image: vscode.Uri): string {
-  const configured = vscode.workspace.getConfiguration("nullText").get<string>("outputFolder", "nti-output");
+function settings() {
+  const c = vscode.workspace.getConfiguration("nullText");
+  return {
+    method: c.get<InversionMethod>("method", "nulltext"),
+    steps: c.get<number>("steps", 50),
+    guidance: c.get<number>("guidance", 7.5),
+    innerSteps: c.get<number>("innerSteps", 10),
+    earlyStop: c.get<number>("earlyStopTolerance", 1e-5),
+    threads: c.get<number>("threads", 0),
+    outputFolder: c.get<string>("outputFolder", "nti-output"),
+  };
+}
+
+function outputFolder(image: vscode.Uri, configured: string): string {
   if (path.isAbsolute(configured)) return configured;
   const folder = vscode.workspace.getWorkspaceFolder(image);
   return path.join(folder ? folder.uri.fsPath : path.dirname(image.fsPath), configured);
 }
 
-async function invertImage(context: vscode.ExtensionContext, uri?: vscode.Uri): Promise<void> {
+async function invertImage(context: vscode.ExtensionContext, host: PanelHost, uri?: vscode.Uri, options?: { prompt?: string }): Promise<InvertSummary | undefined> {
   const image =
     uri ??
-    (
-      await vscode.window.showOpenDialog({
-        canSelectMany: false,
-        filters: { Images: ["png", "jpg", "jpeg", "webp"] },
-        title: "Image to invert",
-      })
-    )?.[0];
-  if (!image) return;
-  if (image.scheme !== "file") {
-    void vscode.window.showErrorMessage(`Null-text Inversion reads images from disk; ${image.toString()} is not a file.`);
-    return;
+    vscode.window.activeTextEditor?.document.uri ??
+    (await vscode.window.showOpenDialog({ canSelectMany: false, filters: { Images: ["png", "jpg", "jpeg", "webp"] }, title: "Image to invert" }))?.[0];
+  if (!image) return undefined;
+  if (image.scheme !== "file" || !/\.(png|jpe?g|webp)$/i.test(image.fsPath)) {
+    void vscode.window.showErrorMessage(`Null-text Inversion inverts PNG, JPEG or WebP files on disk; ${image.toString()} is not one.`);
+    return undefined;
   }
   const promptKey = `prompt:${image.fsPath}`;
-  const prompt = await vscode.window.showInputBox({
-    title: `Invert ${path.basename(image.fsPath)}`,
-    prompt: "Describe the image",
-    value: context.workspaceState.get<string>(promptKey, ""),
-    validateInput: (v) => (v.trim() ? undefined : "The prompt is empty"),
-  });
-  if (prompt === undefined) return;
+  const prompt =
+    options?.prompt ??
+    (await vscode.window.showInputBox({
+      title: `Invert ${path.basename(image.fsPath)}`,
+      prompt: "Describe the image",
+      value: context.workspaceState.get<string>(promptKey, ""),
+      validateInput: (v) => (v.trim() ? undefined : "The prompt is empty"),
+    }));
+  if (prompt === undefined) return undefined;
   await context.workspaceState.update(promptKey, prompt);
-  const job = { modelDir: modelFolder(context), imagePath: image.fsPath, prompt, outDir: outputFolder(image) };
-  log.appendLine(`invert ${job.imagePath} with "${prompt}" (model ${job.modelDir}, output ${job.outDir})`);
-  const panel = InversionPanel.show(context, job.outDir);
-  panel.post({ type: "started", prompt, image: path.basename(image.fsPath), method: "nulltext", totalSteps: 0 });
+  const s = settings();
+  let modelDir: string;
   try {
-    const summary = await vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Notification, title: `Inverting ${path.basename(image.fsPath)}`, cancellable: true },
-      (progress, token) => {
-        const controller = new AbortController();
-        token.onCancellationRequested(() => controller.abort());
-        let reported = 0;
-        return engineClient(context).invert(job, {
-          signal: controller.signal,
-          onProgress: (p) => {
-            panel.post({ type: "progress", ...p });
-            // overall percent: inversion, optimisation (or offsets) and the two reconstructions, a quarter each
-            const weight = ({ encode: 0, invert: 0, optimize: 1, direct: 1, reconstruct: 2, compare: 3, decode: 4 } as Record<string, number>)[p.phase] ?? 0;
-            const percent = Math.min(100, Math.round(((weight + (p.total ? p.step / p.total : 0)) / 4) * 100));
-            const message = `${p.phase} ${p.step}/${p.total}${p.timestep !== undefined ? `, t=${p.timestep}` : ""}`;
-            progress.report({ message, increment: Math.max(0, percent - reported) });
-            reported = Math.max(reported, percent);
-          },
-        });
-      },
+    modelDir = await modelFolder(context.extensionPath);
+  } catch (error) {
+    void vscode.window.showErrorMessage((error as Error).message);
+    return undefined;
+  }
+  const outDir = outputFolder(image, s.outputFolder);
+  const job = {
+    modelDir,
+    modelOptions: s.threads > 0 ? { threads: s.threads } : {},
+    imagePath: image.fsPath,
+    prompt,
+    outDir,
+    settings: { method: s.method, steps: s.steps, guidance: s.guidance, innerSteps: s.innerSteps, earlyStop: s.earlyStop },
+    withAttention: true,
+  };
+  log.appendLine(`invert ${job.imagePath} with "${prompt}" (model ${modelDir}, ${s.method}, ${s.steps} steps; output ${outDir})`);
+  const panel = InversionPanel.forCommands(context, host, outDir);
+  void panel.post({ type: "session", title: path.basename(image.fsPath), prompt, method: s.method === "nulltext" ? "null-text" : s.method, totalSteps: s.steps, running: true, editable: false });
+  try {
+    const summary = await exclusive(`Inverting ${path.basename(image.fsPath)}`, (signal, report) =>
+      host.client().invert(job, { signal, onProgress: (p) => { report(p); panel.progress(p); } }),
     );
-    report(summary, panel);
+    lastOutput = summary.artifact;
+    const fmt = (x: number | null) => (x === null ? "∞" : `${x.toFixed(2)} dB`);
+    log.appendLine(`done in ${summary.seconds.toFixed(1)} s: PSNR ${fmt(summary.psnr)} (DDIM only ${fmt(summary.ddimPsnr)}); ${summary.artifact}`);
+    for (const note of summary.notes) log.appendLine(`note: ${note}`);
+    panel.showInversion(summary, outDir);
+    void vscode.window
+      .showInformationMessage(`Inverted ${path.basename(image.fsPath)}: PSNR ${fmt(summary.psnr)} (DDIM only ${fmt(summary.ddimPsnr)})`, "Open Reconstruction", "Reveal Output")
+      .then((choice) => {
+        if (choice === "Open Reconstruction") void vscode.commands.executeCommand("vscode.open", vscode.Uri.file(summary.reconstruction));
+        if (choice === "Reveal Output") void vscode.commands.executeCommand("revealFileInOS", vscode.Uri.file(summary.artifact));
+      });
+    return summary;
   } catch (error) {
     const e = error as Error;
     if (e.name === "AbortError") {
       log.appendLine("cancelled; nothing was written");
-      panel.post({ type: "failed", message: "Cancelled; nothing was written." });
-      return;
+      void panel.post({ type: "failed", message: "Cancelled; nothing was written." });
+      return undefined;
     }
     log.appendLine(`failed: ${e.message}`);
-    panel.post({ type: "failed", message: e.message });
+    void panel.post({ type: "failed", message: e.message });
     void vscode.window.showErrorMessage(`Inversion failed: ${e.message}`);
+    return undefined;
   }
 }
 
-function report(summary: InvertSummary, panel: InversionPanel): void {
-  const fmt = (x: number | null) => (x === null ? "∞" : `${x.toFixed(2)} dB`);
-  log.appendLine(`done in ${summary.seconds.toFixed(1)} s: PSNR ${fmt(summary.psnr)} (DDIM only ${fmt(summary.ddimPsnr)}); ${summary.artifact}`);
-  for (const note of summary.notes) log.appendLine(`note: ${note}`);
-  panel.showResult(summary);
-  void vscode.window
-    .showInformationMessage(`Inverted: PSNR ${fmt(summary.psnr)} (DDIM only ${fmt(summary.ddimPsnr)})`, "Open Reconstruction", "Reveal Output")
-    .then((choice) => {
-      if (choice === "Open Reconstruction") void vscode.commands.executeCommand("vscode.open", vscode.Uri.file(summary.reconstruction));
-      if (choice === "Reveal Output") void vscode.commands.executeCommand("revealFileInOS", vscode.Uri.file(summary.artifact));
-    });
+/** Opens an artifact's panel, where the edit form runs edits. */
+async function editInversion(uri?: vscode.Uri): Promise<void> {
+  const target = uri ?? (await vscode.window.showOpenDialog({ canSelectMany: false, filters: { "Null-text inversion": ["nti"] }, title: "Inversion to edit" }))?.[0];
+  if (target) await vscode.commands.executeCommand("vscode.openWith", target, "nullText.artifact");
+}
+
+async function openPanel(): Promise<void> {
+  const panel = InversionPanel.active;
+  if (panel) panel.panel.reveal();
+  else await editInversion();
+}
+
+/** The read-only editor of `.nti` files: opening one shows its panel (and its edit form). */
+class ArtifactEditor implements vscode.CustomReadonlyEditorProvider {
+  constructor(private readonly context: vscode.ExtensionContext, private readonly host: PanelHost) {}
+
+  openCustomDocument(uri: vscode.Uri): vscode.CustomDocument {
+    return { uri, dispose: () => undefined };
+  }
+
+  async resolveCustomEditor(document: vscode.CustomDocument, webviewPanel: vscode.WebviewPanel): Promise<void> {
+    const panel = new InversionPanel(webviewPanel, this.context, this.host, [vscode.Uri.file(path.dirname(document.uri.fsPath))]);
+    try {
+      // loaded on first use: activation stays light
+      const [{ readArtifact }, { encodePng }] = await Promise.all([import("../core/artifact"), import("../core/image")]);
+      const artifact = await readArtifact(document.uri.fsPath);
+      const size = artifact.dims.imageSize;
+      await panel.showArtifact(document.uri.fsPath, artifact.header, await encodePng(artifact.source, size));
+    } catch (error) {
+      await panel.post({ type: "failed", message: (error as Error).message });
+    }
+  }
 }

@@ -1,66 +1,195 @@
 /**
- * The inversion panel: a webview that shows source, DDIM-only and null-text reconstructions with their
- * PSNR and the per-step losses. Scripts only from dist/ with a nonce; images only from the output folder.
+ * One inversion shown in a webview (a panel opened by a command, or the custom editor of a `.nti` file):
+ * streams progress and results to it, runs the edits it asks for through the engine worker, and saves an
+ * edit into the workspace on request. Scripts only from dist/ with a nonce; images only from the output
+ * folder (and data URIs for images read from an artifact).
  */
 import { randomBytes } from "node:crypto";
+import { promises as fs } from "node:fs";
+import * as path from "node:path";
 import * as vscode from "vscode";
-import type { InvertSummary } from "../core/workerProtocol";
-import { HostToWebview, METHOD_LABELS, PanelImage, parseWebviewMessage } from "../shared/protocol";
+import type { EngineClient } from "../core/engineClient";
+import type { Progress } from "../core/inversion";
+import type { AttentionData } from "../core/output";
+import type { EditSummary, InvertSummary } from "../core/workerProtocol";
+import {
+  HostToWebview,
+  METHOD_LABELS,
+  PanelAttention,
+  PanelImage,
+  WebviewToHost,
+  parseReweight,
+  parseWebviewMessage,
+  parseWords,
+} from "../shared/protocol";
+
+export interface PanelHost {
+  client(): EngineClient;
+  log(line: string): void;
+  /** Runs a job exclusively (one at a time), with a cancellable progress notification. */
+  exclusive<T>(title: string, work: (signal: AbortSignal, report: (p: Progress) => void) => Promise<T>): Promise<T>;
+  cancel(): void;
+}
 
 export class InversionPanel {
   private static current: InversionPanel | undefined;
-  private last: InvertSummary | undefined;
+  /** Files the webview may name (by id): only what this panel produced. */
+  private readonly files = new Map<string, string>();
+  private artifact: string | undefined;
+  private outDir: string | undefined;
+  private edits = 0;
+  private ready: Promise<void>;
 
-  private constructor(private readonly panel: vscode.WebviewPanel, context: vscode.ExtensionContext) {
-    panel.onDidDispose(() => (InversionPanel.current = undefined));
+  constructor(
+    readonly panel: vscode.WebviewPanel,
+    private readonly context: vscode.ExtensionContext,
+    private readonly host: PanelHost,
+    roots: vscode.Uri[],
+  ) {
+    let markReady: () => void = () => undefined;
+    this.ready = new Promise((resolve) => (markReady = resolve));
+    panel.webview.options = { enableScripts: true, localResourceRoots: [vscode.Uri.joinPath(context.extensionUri, "dist"), vscode.Uri.joinPath(context.extensionUri, "media"), ...roots] };
+    panel.webview.html = html(panel.webview, context.extensionUri);
     panel.webview.onDidReceiveMessage((raw) => {
       const message = parseWebviewMessage(raw);
-      if (message?.type === "reveal" && this.last) {
-        const file = message.which === "artifact" ? this.last.artifact : this.last.reconstruction;
-        void vscode.commands.executeCommand("revealFileInOS", vscode.Uri.file(file));
+      if (!message) {
+        host.log(`ignored a malformed message from the panel: ${JSON.stringify(raw).slice(0, 200)}`);
+        return;
       }
+      if (message.type === "ready") markReady();
+      else void this.handle(message);
     });
-    panel.webview.html = html(panel.webview, context.extensionUri);
+    panel.onDidDispose(() => {
+      if (InversionPanel.current === this) InversionPanel.current = undefined;
+    });
   }
 
-  static show(context: vscode.ExtensionContext, outDir: string): InversionPanel {
-    const roots = [vscode.Uri.joinPath(context.extensionUri, "dist"), vscode.Uri.file(outDir)];
-    if (InversionPanel.current) {
-      InversionPanel.current.panel.webview.options = { enableScripts: true, localResourceRoots: roots };
-      InversionPanel.current.panel.reveal();
-      return InversionPanel.current;
+  /** The panel commands open (one, reused). */
+  static forCommands(context: vscode.ExtensionContext, host: PanelHost, outDir: string): InversionPanel {
+    const existing = InversionPanel.current;
+    if (existing) {
+      existing.panel.webview.options = { ...existing.panel.webview.options, localResourceRoots: [...(existing.panel.webview.options.localResourceRoots ?? []), vscode.Uri.file(outDir)] };
+      existing.panel.reveal(undefined, true);
+      return existing;
     }
-    const panel = vscode.window.createWebviewPanel("nullText.inversion", "Null-text Inversion", vscode.ViewColumn.Beside, {
-      enableScripts: true,
-      localResourceRoots: roots,
-      retainContextWhenHidden: true,
-    });
-    InversionPanel.current = new InversionPanel(panel, context);
+    const panel = vscode.window.createWebviewPanel("nullText.inversion", "Null-text Inversion", { viewColumn: vscode.ViewColumn.Beside, preserveFocus: true }, { enableScripts: true, retainContextWhenHidden: true });
+    InversionPanel.current = new InversionPanel(panel, context, host, [vscode.Uri.file(outDir)]);
     return InversionPanel.current;
   }
 
-  post(message: HostToWebview): void {
-    void this.panel.webview.postMessage(message);
+  static get active(): InversionPanel | undefined {
+    return InversionPanel.current;
   }
 
-  showResult(s: InvertSummary): void {
-    this.last = s;
-    const uri = (file: string) => this.panel.webview.asWebviewUri(vscode.Uri.file(file)).toString();
-    const images: PanelImage[] = [{ label: "source", uri: uri(s.source), psnr: null }];
-    if (s.ddimReconstruction) images.push({ label: "DDIM only", uri: uri(s.ddimReconstruction), psnr: s.ddimPsnr });
-    images.push({ label: METHOD_LABELS[s.settings.method], uri: uri(s.reconstruction), psnr: s.psnr });
-    this.post({
-      type: "result",
-      prompt: s.prompt,
-      method: s.settings.method,
+  async post(message: HostToWebview): Promise<void> {
+    await this.ready;
+    await this.panel.webview.postMessage(message);
+  }
+
+  progress(p: Progress): void {
+    void this.post({ type: "progress", ...p });
+  }
+
+  /** Shows a finished inversion (from the worker). */
+  showInversion(s: InvertSummary, outDir: string): void {
+    this.artifact = s.artifact;
+    this.outDir = outDir;
+    this.files.clear();
+    const images: PanelImage[] = [this.image("source", "source", s.source, null, false)];
+    if (s.ddimReconstruction) images.push(this.image("ddim", "DDIM only", s.ddimReconstruction, s.ddimPsnr, false));
+    images.push(this.image("reconstruction", METHOD_LABELS[s.settings.method] ?? s.settings.method, s.reconstruction, s.psnr, false));
+    void this.post({
+      type: "inverted",
       images,
       steps: s.steps,
       seconds: s.seconds,
       unetForward: s.unetForward,
       unetBackward: s.unetBackward,
       notes: s.notes,
+      attention: s.attention ? panelAttention(s.attention, 0) : null,
+      editable: true,
     });
   }
+
+  /** Shows an artifact read from disk (the custom editor): its images beside it when present. */
+  async showArtifact(artifactPath: string, header: { prompt: string; settings: { method: string; steps: number }; steps: InvertSummary["steps"]; stats: { psnr: number | null; ddimPsnr: number | null; unetForward: number; unetBackward: number; seconds: number }; notes: string[] }, sourcePng: Buffer): Promise<void> {
+    this.artifact = artifactPath;
+    this.outDir = path.dirname(artifactPath);
+    this.files.clear();
+    const stem = artifactPath.replace(/\.nti$/, "");
+    const exists = (f: string) => fs.stat(f).then(() => true, () => false);
+    const images: PanelImage[] = [{ id: "source", label: "source", uri: `data:image/png;base64,${sourcePng.toString("base64")}`, psnr: null, savable: false }];
+    if (await exists(`${stem}.ddim.png`)) images.push(this.image("ddim", "DDIM only", `${stem}.ddim.png`, header.stats.ddimPsnr, false));
+    if (await exists(`${stem}.reconstruction.png`)) images.push(this.image("reconstruction", METHOD_LABELS[header.settings.method] ?? header.settings.method, `${stem}.reconstruction.png`, header.stats.psnr, false));
+    await this.post({ type: "session", title: path.basename(artifactPath), prompt: header.prompt, method: METHOD_LABELS[header.settings.method] ?? header.settings.method, totalSteps: header.settings.steps, running: false, editable: true });
+    await this.post({ type: "inverted", images, steps: header.steps, seconds: header.stats.seconds, unetForward: header.stats.unetForward, unetBackward: header.stats.unetBackward, notes: header.notes, attention: null, editable: true });
+  }
+
+  private image(id: string, label: string, file: string, psnr: number | null, savable: boolean): PanelImage {
+    this.files.set(id, file);
+    return { id, label, uri: this.panel.webview.asWebviewUri(vscode.Uri.file(file)).toString(), psnr, savable };
+  }
+
+  private async handle(message: Exclude<WebviewToHost, { type: "ready" }>): Promise<void> {
+    if (message.type === "cancel") return this.host.cancel();
+    if (message.type === "reveal") {
+      if (this.artifact) await vscode.commands.executeCommand("revealFileInOS", vscode.Uri.file(this.artifact));
+      return;
+    }
+    if (message.type === "saveImage") return this.save(message.id);
+    if (!this.artifact || !this.outDir) return void this.post({ type: "failed", message: "Invert an image first." });
+    const r = message.request;
+    let reweight: Record<string, number>;
+    try {
+      reweight = parseReweight(r.reweight);
+    } catch (error) {
+      return void this.post({ type: "failed", message: (error as Error).message });
+    }
+    const artifact = this.artifact;
+    const outDir = this.outDir;
+    try {
+      await this.post({ type: "busy", busy: true, what: `Editing: "${r.prompt}"` });
+      const s: EditSummary = await this.host.exclusive(`Editing "${r.prompt}"`, (signal, report) =>
+        this.host.client().edit(
+          {
+            artifactPath: artifact,
+            outDir,
+            prompts: [r.prompt],
+            mode: r.mode === "auto" ? undefined : r.mode,
+            crossReplaceSteps: r.cross,
+            selfReplaceSteps: r.self,
+            reweight,
+            blendWords: parseWords(r.blend),
+            paintedMask: r.mask ?? undefined,
+          },
+          { signal, onProgress: (p) => { report(p); this.progress(p); } },
+        ),
+      );
+      this.edits += 1;
+      const id = `edit-${this.edits}`;
+      this.host.log(`edit "${r.prompt}" (${s.mode}) in ${s.seconds.toFixed(1)} s: ${s.images[0]}`);
+      await this.post({ type: "edited", image: this.image(id, `edit: ${r.prompt}`, s.images[0], null, true), attention: panelAttention(s.attention, 1), mode: s.mode, seconds: s.seconds, notes: s.notes });
+    } catch (error) {
+      const e = error as Error;
+      await this.post({ type: "failed", message: e.name === "AbortError" ? "Edit cancelled; nothing was written." : `Edit failed: ${e.message}` });
+    }
+  }
+
+  /** Copies an edit (by id: never a path from the webview) to a PNG the user picks in the workspace. */
+  private async save(id: string): Promise<void> {
+    const file = this.files.get(id);
+    if (!file || !id.startsWith("edit-")) return;
+    const folder = vscode.workspace.workspaceFolders?.[0]?.uri ?? vscode.Uri.file(path.dirname(file));
+    const target = await vscode.window.showSaveDialog({ defaultUri: vscode.Uri.joinPath(folder, path.basename(file)), filters: { PNG: ["png"] }, saveLabel: "Save edit" });
+    if (!target) return;
+    await vscode.workspace.fs.copy(vscode.Uri.file(file), target, { overwrite: true });
+    this.host.log(`saved ${file} as ${target.fsPath}`);
+  }
+}
+
+function panelAttention(data: AttentionData, promptIndex: number): PanelAttention | null {
+  const p = data.prompts[promptIndex];
+  return p ? { prompt: p.prompt, resolution: data.resolution, tokens: p.tokens } : null;
 }
 
 function html(webview: vscode.Webview, extensionUri: vscode.Uri): string {
@@ -69,8 +198,9 @@ function html(webview: vscode.Webview, extensionUri: vscode.Uri): string {
   const style = webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, "dist", "webview.css"));
   const csp = [
     "default-src 'none'",
-    `img-src ${webview.cspSource}`,
+    `img-src ${webview.cspSource} data:`,
     `style-src ${webview.cspSource}`,
+    `font-src ${webview.cspSource}`,
     `script-src 'nonce-${nonce}'`,
   ].join("; ");
   return `<!DOCTYPE html>

@@ -1,16 +1,23 @@
 /**
  * The one typed protocol between the extension host and the inversion panel's webview. Images travel as
- * webview URIs (asWebviewUri), never as local paths, so the panel also works when the engine runs on a
- * remote machine.
+ * webview URIs (asWebviewUri) or data URIs, never as local paths, so the panel also works when the engine
+ * runs on a remote machine. Messages from the webview are untrusted: parseWebviewMessage accepts only
+ * these shapes, and images are named by ids the host handed out.
  */
 
 export const METHOD_LABELS: Record<string, string> = { nulltext: "null-text", npi: "NPI", direct: "Direct Inversion", ddim: "DDIM" };
+export const EDIT_MODE_CHOICES = ["auto", "replace", "refine", "reweight"] as const;
+export type EditModeChoice = (typeof EDIT_MODE_CHOICES)[number];
 
 export interface PanelImage {
+  /** Handed out by the host; the webview refers to images only by it. */
+  id: string;
   label: string;
   uri: string;
-  /** PSNR against the preprocessed source, dB; null for the source itself. */
+  /** PSNR against the preprocessed source, dB; null where it does not apply. */
   psnr: number | null;
+  /** Only edits are offered for saving into the workspace. */
+  savable: boolean;
 }
 
 export interface PanelStep {
@@ -19,21 +26,109 @@ export interface PanelStep {
   threshold: number;
 }
 
+export interface PanelToken {
+  position: number;
+  token: string;
+  /** resolution x resolution, row-major, averaged over steps, layers and heads. */
+  map: number[];
+}
+
+export interface PanelAttention {
+  prompt: string;
+  resolution: number;
+  tokens: PanelToken[];
+}
+
 export type HostToWebview =
-  | { type: "started"; prompt: string; image: string; method: string; totalSteps: number }
+  | { type: "session"; title: string; prompt: string; method: string; totalSteps: number; running: boolean; editable: boolean }
   | { type: "progress"; phase: string; step: number; total: number; timestep?: number; record?: PanelStep }
-  | { type: "result"; prompt: string; method: string; images: PanelImage[]; steps: PanelStep[]; seconds: number; unetForward: number; unetBackward: number; notes: string[] }
+  | {
+      type: "inverted";
+      images: PanelImage[];
+      steps: PanelStep[];
+      seconds: number | null;
+      unetForward: number;
+      unetBackward: number;
+      notes: string[];
+      attention: PanelAttention | null;
+      editable: boolean;
+    }
+  | { type: "edited"; image: PanelImage; attention: PanelAttention | null; mode: string; seconds: number; notes: string[] }
+  | { type: "busy"; busy: boolean; what: string }
   | { type: "failed"; message: string };
 
-export type WebviewToHost = { type: "ready" } | { type: "reveal"; which: "artifact" | "reconstruction" };
+export interface EditRequest {
+  prompt: string;
+  mode: EditModeChoice;
+  cross: number;
+  self: number;
+  /** "word=factor, ..." as typed. */
+  reweight: string;
+  /** "word, ..." as typed. */
+  blend: string;
+  /** Painted over the model-size source: side x side values in [0, 1]. */
+  mask: { side: number; values: number[] } | null;
+}
 
-const HOST_TYPES = new Set(["ready", "reveal"]);
+export type WebviewToHost =
+  | { type: "ready" }
+  | { type: "edit"; request: EditRequest }
+  | { type: "saveImage"; id: string }
+  | { type: "cancel" }
+  | { type: "reveal" };
 
-/** Messages from the webview are untrusted input: accept only the known shapes. */
+const MAX_TEXT = 1000;
+const MAX_MASK_SIDE = 1024;
+
+/** Accepts only well-formed messages; anything else is null (and ignored by the host). */
 export function parseWebviewMessage(value: unknown): WebviewToHost | null {
-  if (typeof value !== "object" || value === null) return null;
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return null;
   const m = value as Record<string, unknown>;
-  if (typeof m.type !== "string" || !HOST_TYPES.has(m.type)) return null;
-  if (m.type === "reveal" && m.which !== "artifact" && m.which !== "reconstruction") return null;
-  return m as WebviewToHost;
+  switch (m.type) {
+    case "ready":
+    case "cancel":
+    case "reveal":
+      return { type: m.type };
+    case "saveImage":
+      return typeof m.id === "string" && /^[a-z0-9-]{1,64}$/.test(m.id) ? { type: "saveImage", id: m.id } : null;
+    case "edit": {
+      const r = m.request as Record<string, unknown> | null;
+      if (typeof r !== "object" || r === null) return null;
+      const text = (v: unknown) => typeof v === "string" && v.length <= MAX_TEXT;
+      const fraction = (v: unknown) => typeof v === "number" && Number.isFinite(v) && v >= 0 && v <= 1;
+      if (!text(r.prompt) || !text(r.reweight) || !text(r.blend) || !fraction(r.cross) || !fraction(r.self)) return null;
+      if (!EDIT_MODE_CHOICES.includes(r.mode as EditModeChoice)) return null;
+      let mask: EditRequest["mask"] = null;
+      if (r.mask !== null) {
+        const k = r.mask as Record<string, unknown> | undefined;
+        if (typeof k !== "object" || k === null) return null;
+        const side = k.side;
+        if (typeof side !== "number" || !Number.isInteger(side) || side < 1 || side > MAX_MASK_SIDE) return null;
+        if (!Array.isArray(k.values) || k.values.length !== side * side || !k.values.every((v) => typeof v === "number" && v >= 0 && v <= 1)) return null;
+        mask = { side, values: k.values as number[] };
+      }
+      return {
+        type: "edit",
+        request: { prompt: r.prompt as string, mode: r.mode as EditModeChoice, cross: r.cross as number, self: r.self as number, reweight: r.reweight as string, blend: r.blend as string, mask },
+      };
+    }
+    default:
+      return null;
+  }
+}
+
+/** "red=3, big=-1" -> {red: 3, big: -1}; throws a one-line Error on a malformed item. */
+export function parseReweight(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const item of text.split(",").map((s) => s.trim()).filter(Boolean)) {
+    const [word, factor, extra] = item.split("=").map((s) => s.trim());
+    const n = Number(factor);
+    if (!word || factor === undefined || factor === "" || extra !== undefined || !Number.isFinite(n)) throw new Error(`reweight takes word=factor, got "${item}"`);
+    out[word] = n;
+  }
+  return out;
+}
+
+export function parseWords(text: string): string[] {
+  return text.split(/[,\s]+/).map((s) => s.trim()).filter(Boolean);
 }

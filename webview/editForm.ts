@@ -1,0 +1,180 @@
+/**
+ * The edit form: edited prompt, mode, injection fractions, reweight and local-blend words, and a brush to
+ * paint a mask over the source (white = may change). Submitting posts one typed "edit" message.
+ */
+import "@vscode-elements/elements/dist/vscode-button/index.js";
+import "@vscode-elements/elements/dist/vscode-label/index.js";
+import "@vscode-elements/elements/dist/vscode-option/index.js";
+import "@vscode-elements/elements/dist/vscode-single-select/index.js";
+import "@vscode-elements/elements/dist/vscode-textfield/index.js";
+import { EDIT_MODE_CHOICES, EditModeChoice, EditRequest } from "../src/shared/protocol";
+
+type Field = HTMLElement & { value: string };
+
+function field(label: string, id: string, value: string, attrs: Record<string, string> = {}): [HTMLElement, Field] {
+  const wrap = document.createElement("div");
+  wrap.className = "field";
+  const l = document.createElement("vscode-label");
+  l.setAttribute("for", id);
+  l.textContent = label;
+  const input = document.createElement("vscode-textfield") as Field;
+  input.id = id;
+  input.value = value;
+  for (const [k, v] of Object.entries(attrs)) input.setAttribute(k, v);
+  wrap.append(l, input);
+  return [wrap, input];
+}
+
+export class EditForm {
+  readonly element: HTMLElement;
+  private readonly prompt: Field;
+  private readonly mode: Field;
+  private readonly cross: Field;
+  private readonly self: Field;
+  private readonly reweight: Field;
+  private readonly blend: Field;
+  private readonly brush: HTMLCanvasElement;
+  private readonly error: HTMLElement;
+  private readonly run: HTMLElement;
+  private source: HTMLImageElement | null = null;
+  private mask: Float32Array | null = null;
+  private side = 0;
+  private painting = false;
+
+  constructor(private readonly submit: (request: EditRequest) => void) {
+    this.element = document.createElement("form");
+    this.element.className = "edit-form";
+    const title = document.createElement("h2");
+    title.textContent = "Edit with a prompt";
+    let w: HTMLElement;
+    [w, this.prompt] = field("Edited prompt", "edit-prompt", "", { placeholder: "the source prompt with words changed" });
+    const fields = [w];
+    const modeWrap = document.createElement("div");
+    modeWrap.className = "field";
+    const modeLabel = document.createElement("vscode-label");
+    modeLabel.textContent = "Mode";
+    this.mode = document.createElement("vscode-single-select") as Field;
+    this.mode.id = "edit-mode";
+    for (const m of EDIT_MODE_CHOICES) {
+      const o = document.createElement("vscode-option");
+      o.setAttribute("value", m);
+      o.textContent = m === "auto" ? "auto (from the words changed)" : m;
+      this.mode.append(o);
+    }
+    modeWrap.append(modeLabel, this.mode);
+    fields.push(modeWrap);
+    [w, this.cross] = field("Cross-attention steps (fraction)", "edit-cross", "0.8", { type: "number", min: "0", max: "1", step: "0.05" });
+    fields.push(w);
+    [w, this.self] = field("Self-attention steps (fraction)", "edit-self", "0.4", { type: "number", min: "0", max: "1", step: "0.05" });
+    fields.push(w);
+    [w, this.reweight] = field("Reweight (word=factor, ...)", "edit-reweight", "", { placeholder: "red=3" });
+    fields.push(w);
+    [w, this.blend] = field("Local blend words", "edit-blend", "", { placeholder: "circle" });
+    fields.push(w);
+
+    const brushTitle = document.createElement("vscode-label");
+    brushTitle.textContent = "Mask (paint where the image may change; optional)";
+    this.brush = document.createElement("canvas");
+    this.brush.width = this.brush.height = 256;
+    this.brush.className = "brush";
+    this.brush.addEventListener("pointerdown", (e) => {
+      this.painting = true;
+      this.brush.setPointerCapture(e.pointerId);
+      this.paint(e, !e.altKey);
+    });
+    this.brush.addEventListener("pointermove", (e) => this.painting && this.paint(e, !e.altKey));
+    this.brush.addEventListener("pointerup", () => (this.painting = false));
+    const clear = document.createElement("vscode-button");
+    clear.setAttribute("secondary", "");
+    clear.textContent = "Clear mask";
+    clear.addEventListener("click", () => {
+      this.mask = null;
+      this.drawBrush();
+    });
+    this.run = document.createElement("vscode-button");
+    this.run.id = "edit-run";
+    this.run.textContent = "Run edit";
+    this.run.addEventListener("click", () => this.send());
+    this.error = document.createElement("div");
+    this.error.className = "status error";
+    const buttons = document.createElement("div");
+    buttons.className = "buttons";
+    buttons.append(this.run, clear);
+    this.element.append(title, ...fields, brushTitle, this.brush, buttons, this.error);
+    this.element.addEventListener("submit", (e) => e.preventDefault());
+  }
+
+  setSource(uri: string, prompt: string): void {
+    if (!this.prompt.value) this.prompt.value = prompt;
+    const img = new Image();
+    img.onload = () => {
+      this.source = img;
+      this.side = img.naturalWidth;
+      this.mask = null;
+      this.drawBrush();
+    };
+    img.src = uri;
+  }
+
+  setBusy(busy: boolean): void {
+    this.run.toggleAttribute("disabled", busy);
+  }
+
+  showError(message: string): void {
+    this.error.textContent = message;
+  }
+
+  private paint(e: PointerEvent, on: boolean): void {
+    if (!this.side) return;
+    this.mask ??= new Float32Array(this.side * this.side);
+    const rect = this.brush.getBoundingClientRect();
+    const cx = ((e.clientX - rect.left) / rect.width) * this.side;
+    const cy = ((e.clientY - rect.top) / rect.height) * this.side;
+    const radius = Math.max(1, this.side / 16);
+    for (let y = Math.floor(cy - radius); y <= Math.ceil(cy + radius); y++) {
+      for (let x = Math.floor(cx - radius); x <= Math.ceil(cx + radius); x++) {
+        if (x < 0 || y < 0 || x >= this.side || y >= this.side) continue;
+        if ((x + 0.5 - cx) ** 2 + (y + 0.5 - cy) ** 2 <= radius * radius) this.mask[y * this.side + x] = on ? 1 : 0;
+      }
+    }
+    this.drawBrush();
+  }
+
+  private drawBrush(): void {
+    const ctx = this.brush.getContext("2d");
+    if (!ctx) return;
+    const size = this.brush.width;
+    ctx.imageSmoothingEnabled = false;
+    ctx.clearRect(0, 0, size, size);
+    if (this.source) ctx.drawImage(this.source, 0, 0, size, size);
+    if (!this.mask) return;
+    const cell = size / this.side;
+    ctx.fillStyle = "rgba(80, 160, 255, 0.55)";
+    for (let y = 0; y < this.side; y++) for (let x = 0; x < this.side; x++) if (this.mask[y * this.side + x] > 0) ctx.fillRect(x * cell, y * cell, cell, cell);
+  }
+
+  private send(): void {
+    const num = (f: Field, name: string) => {
+      const v = Number(f.value);
+      if (f.value.trim() === "" || !(v >= 0 && v <= 1)) throw new Error(`${name} must be a fraction from 0 to 1`);
+      return v;
+    };
+    try {
+      const prompt = this.prompt.value.trim();
+      if (!prompt) throw new Error("the edited prompt is empty");
+      const painted = this.mask && this.mask.some((v) => v > 0) ? { side: this.side, values: Array.from(this.mask) } : null;
+      this.error.textContent = "";
+      this.submit({
+        prompt,
+        mode: (this.mode.value || "auto") as EditModeChoice,
+        cross: num(this.cross, "cross-attention steps"),
+        self: num(this.self, "self-attention steps"),
+        reweight: this.reweight.value,
+        blend: this.blend.value,
+        mask: painted,
+      });
+    } catch (error) {
+      this.showError((error as Error).message);
+    }
+  }
+}
