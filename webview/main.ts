@@ -61,6 +61,10 @@ lower.hidden = true;
 // ---- state ------------------------------------------------------------------------------------------
 let sourcePrompt = "";
 
+function reportRendered(): void {
+  post({ type: "rendered", images: grid.querySelectorAll("figure").length, lossPoints: chart.points, attentionWords: document.querySelectorAll(".word").length });
+}
+
 function figure(image: PanelImage): HTMLElement {
   const f = el("figure");
   f.dataset.id = image.id;
@@ -131,6 +135,7 @@ window.addEventListener("message", (event: MessageEvent<HostToWebview>) => {
       if (m.attention) attention.setAttention(m.attention);
       lower.hidden = !m.editable && !m.attention;
       form.element.hidden = !m.editable;
+      reportRendered();
       break;
     }
     case "edited": {
@@ -139,6 +144,7 @@ window.addEventListener("message", (event: MessageEvent<HostToWebview>) => {
       status.textContent = `${m.mode} edit in ${m.seconds.toFixed(1)} s`;
       for (const n of m.notes) notes.append(el("div", `note: ${n}`, "status"));
       if (m.attention) attention.setAttention(m.attention);
+      reportRendered();
       break;
     }
     case "busy":

@@ -17,7 +17,13 @@ let running: AbortController | undefined;
 let log: vscode.OutputChannel;
 let lastOutput: string | undefined;
 
-export function activate(context: vscode.ExtensionContext): void {
+/** What the extension returns from activate: read-only state for the end-to-end tests. */
+export interface NullTextApi {
+  panelRendered(): { images: number; lossPoints: number; attentionWords: number } | undefined;
+  busy(): boolean;
+}
+
+export function activate(context: vscode.ExtensionContext): NullTextApi {
   log = vscode.window.createOutputChannel("Null-text Inversion");
   const host: PanelHost = {
     client: () => (client ??= new EngineClient(path.join(context.extensionPath, "dist", "worker.js"))),
@@ -44,6 +50,7 @@ export function activate(context: vscode.ExtensionContext): void {
       supportsMultipleEditorsPerDocument: false,
     }),
   );
+  return { panelRendered: () => InversionPanel.active?.rendered, busy: () => running !== undefined };
 }
 
 export async function deactivate(): Promise<void> {

@@ -39,6 +39,8 @@ export class InversionPanel {
   private outDir: string | undefined;
   private edits = 0;
   private ready: Promise<void>;
+  /** The panel's own account of what it shows (its last "rendered" message). */
+  rendered: { images: number; lossPoints: number; attentionWords: number } | undefined;
 
   constructor(
     readonly panel: vscode.WebviewPanel,
@@ -57,6 +59,7 @@ export class InversionPanel {
         return;
       }
       if (message.type === "ready") markReady();
+      else if (message.type === "rendered") this.rendered = { images: message.images, lossPoints: message.lossPoints, attentionWords: message.attentionWords };
       else void this.handle(message);
     });
     panel.onDidDispose(() => {
@@ -130,7 +133,7 @@ export class InversionPanel {
     return { id, label, uri: this.panel.webview.asWebviewUri(vscode.Uri.file(file)).toString(), psnr, savable };
   }
 
-  private async handle(message: Exclude<WebviewToHost, { type: "ready" }>): Promise<void> {
+  private async handle(message: Exclude<WebviewToHost, { type: "ready" } | { type: "rendered" }>): Promise<void> {
     if (message.type === "cancel") return this.host.cancel();
     if (message.type === "reveal") {
       if (this.artifact) await vscode.commands.executeCommand("revealFileInOS", vscode.Uri.file(this.artifact));

@@ -75,7 +75,9 @@ export type WebviewToHost =
   | { type: "edit"; request: EditRequest }
   | { type: "saveImage"; id: string }
   | { type: "cancel" }
-  | { type: "reveal" };
+  | { type: "reveal" }
+  /** What the panel shows after a result arrived: for the output log and the end-to-end tests. */
+  | { type: "rendered"; images: number; lossPoints: number; attentionWords: number };
 
 const MAX_TEXT = 1000;
 const MAX_MASK_SIDE = 1024;
@@ -89,6 +91,12 @@ export function parseWebviewMessage(value: unknown): WebviewToHost | null {
     case "cancel":
     case "reveal":
       return { type: m.type };
+    case "rendered": {
+      const count = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= 0 && v < 100000;
+      return count(m.images) && count(m.lossPoints) && count(m.attentionWords)
+        ? { type: "rendered", images: m.images as number, lossPoints: m.lossPoints as number, attentionWords: m.attentionWords as number }
+        : null;
+    }
     case "saveImage":
       return typeof m.id === "string" && /^[a-z0-9-]{1,64}$/.test(m.id) ? { type: "saveImage", id: m.id } : null;
     case "edit": {

@@ -135,6 +135,8 @@ test("the results: three images with PSNR, the full plot, the attention viewer r
   await page.locator(".word", { hasText: "circle" }).hover();
   assert.equal(await page.evaluate("window.ntiPanel.attentionWord()"), "circle");
   assert.match(await page.locator(".attention .status").innerText(), /"circle" \(token 3\)/);
+  const rendered = parseWebviewMessage(((await posted()) as { type: string }[]).filter((m) => m.type === "rendered").pop());
+  assert.deepEqual(rendered, { type: "rendered", images: 3, lossPoints: 25, attentionWords: 11 });
 });
 
 test("the edit form posts a well-formed edit request with the painted mask", async () => {
