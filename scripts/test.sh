@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# All the tests: typecheck, bundle, the engine/CLI/webview-side node tests, then the exporter's pytest
+# All the tests: typecheck, bundle, the engine/CLI/webview node tests, the extension end to end in
+# code-server (scripts/e2e: installs a cached code-server and Debian packages it needs), then the exporter's pytest
 # (scripts/test-python.sh creates the Python environment it needs by itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +9,8 @@ if [ ! -d node_modules ]; then npm ci --no-audit --no-fund; fi
 if ! command -v chromium >/dev/null; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; else echo "install Debian's chromium for the webview tests" >&2; exit 1; fi
 fi
-echo "== typecheck" && npx tsc --noEmit -p . && npx tsc --noEmit -p webview
+echo "== typecheck" && npx tsc --noEmit -p . && npx tsc --noEmit -p webview && npx tsc --noEmit -p test/e2e
 echo "== build" && node scripts/build.mjs
 echo "== node tests" && node --import tsx --test --test-reporter=spec test/node/*.test.ts
+echo "== end-to-end, in a real VS Code build (code-server)" && bash scripts/e2e/install-code-server.sh >/dev/null && node scripts/e2e/run.mjs
 echo "== python tests" && bash scripts/test-python.sh

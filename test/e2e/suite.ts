@@ -1,0 +1,114 @@
+/**
+ * End-to-end tests, run inside a real VS Code extension host by scripts/e2e/run.mjs (the module
+ * format @vscode/test-electron uses: export run(), throw on failure). The workspace folder is a
+ * temporary copy of media/samples. Add cases with test(name, fn); they run in order.
+ */
+import * as vscode from "vscode";
+import { assert, runTests, test, ui, waitFor } from "./harness";
+
+const EXTENSION_ID = "nti.null-text-inversion";
+const COMMAND = "nullText.invertImage";
+
+function extension(): vscode.Extension<unknown> {
+  const ext = vscode.extensions.getExtension(EXTENSION_ID);
+  assert(ext, `extension ${EXTENSION_ID} is not installed`);
+  return ext;
+}
+
+function workspaceFolder(): vscode.WorkspaceFolder {
+  const folder = vscode.workspace.workspaceFolders?.[0];
+  assert(folder, "no workspace folder is open");
+  return folder;
+}
+
+test("the extension is present", () => {
+  const { packageJSON } = extension();
+  assert(packageJSON.publisher === "nti", `publisher is ${packageJSON.publisher}`);
+  assert(packageJSON.name === "null-text-inversion", `name is ${packageJSON.name}`);
+});
+
+test("the workspace folder holds the test image", async () => {
+  const image = vscode.Uri.joinPath(workspaceFolder().uri, "two-shapes.png");
+  const stat = await vscode.workspace.fs.stat(image);
+  assert(stat.size > 0, `${image.toString()} is empty`);
+});
+
+test(`running ${COMMAND} activates the extension`, async () => {
+  const ext = extension();
+  assert(!ext.isActive, "the extension was active before its command ran (it should activate lazily)");
+  // With an image, the command asks for a prompt; dismissing the input box ends it without work.
+  const image = vscode.Uri.joinPath(workspaceFolder().uri, "two-shapes.png");
+  let settled = false;
+  const run = Promise.resolve(vscode.commands.executeCommand(COMMAND, image)).finally(() => (settled = true));
+  await waitFor("the extension to activate", () => ext.isActive);
+  await waitFor("the command to end after closing its input box", async () => {
+    await vscode.commands.executeCommand("workbench.action.closeQuickOpen");
+    return settled;
+  });
+  await run; // rethrows if the command failed
+});
+
+test(`getCommands includes ${COMMAND}`, async () => {
+  const commands = await vscode.commands.getCommands(true);
+  assert(commands.includes(COMMAND), `${COMMAND} is not among ${commands.length} commands`);
+});
+
+test("the UI driver reaches the workbench page", async () => {
+  if (!process.env.NTI_E2E_DRIVER) return; // under @vscode/test-electron there is no page driver
+  await ui.press("Escape");
+});
+
+interface NullTextApi {
+  panelRendered(): { images: number; lossPoints: number; attentionWords: number } | undefined;
+  busy(): boolean;
+}
+
+async function outputFiles(): Promise<string[]> {
+  const out = vscode.Uri.joinPath(workspaceFolder().uri, "nti-output");
+  try {
+    return (await vscode.workspace.fs.readDirectory(out)).map(([name]) => name).sort();
+  } catch {
+    return [];
+  }
+}
+
+test("Invert Image with Prompt inverts a real image with the bundled model and shows the panel", async () => {
+  await vscode.workspace.getConfiguration("nullText").update("steps", 20, vscode.ConfigurationTarget.Workspace);
+  const image = vscode.Uri.joinPath(workspaceFolder().uri, "two-shapes.png");
+  const summary = (await vscode.commands.executeCommand(COMMAND, image, { prompt: "a blue circle and a green square on a gray background" })) as
+    | { artifact: string; reconstruction: string; psnr: number; ddimPsnr: number; steps: unknown[] }
+    | undefined;
+  assert(summary, "the command returned no result");
+  const files = await outputFiles();
+  for (const f of ["two-shapes.nti", "two-shapes.reconstruction.png", "two-shapes.ddim.png", "two-shapes.source.png"]) {
+    assert(files.includes(f), `nti-output lacks ${f} (has ${files.join(", ")})`);
+  }
+  assert(summary.steps.length === 20, `${summary.steps.length} loss records`);
+  assert(summary.psnr > summary.ddimPsnr, `null-text ${summary.psnr} dB is not above DDIM ${summary.ddimPsnr} dB`);
+  const api = extension().exports as NullTextApi;
+  const rendered = (await waitFor("the panel to render the result", () => api.panelRendered(), 20_000))!;
+  assert(rendered.images === 3, `the panel shows ${rendered.images} images`);
+  assert(rendered.lossPoints === 20, `the loss plot has ${rendered.lossPoints} points`);
+  assert(rendered.attentionWords === 11, `the attention viewer lists ${rendered.attentionWords} words`);
+}, { timeoutMs: 180_000 });
+
+test("Cancel Running Inversion stops a run midway and leaves no file", async () => {
+  await vscode.workspace.getConfiguration("nullText").update("steps", 50, vscode.ConfigurationTarget.Workspace);
+  const before = await outputFiles();
+  const api = extension().exports as NullTextApi;
+  const image = vscode.Uri.joinPath(workspaceFolder().uri, "one-shape.png");
+  const run = Promise.resolve(vscode.commands.executeCommand(COMMAND, image, { prompt: "a orange square on a gray background" }));
+  await waitFor("the inversion to start", () => api.busy(), 20_000);
+  await new Promise((r) => setTimeout(r, 1500)); // well into the optimisation
+  assert(api.busy(), "the run ended before it could be cancelled");
+  await vscode.commands.executeCommand("nullText.cancel");
+  const result = await run;
+  assert(result === undefined, "a cancelled run returned a result");
+  assert(!api.busy(), "still busy after cancelling");
+  const after = await outputFiles();
+  assert(JSON.stringify(after) === JSON.stringify(before), `files changed: ${after.filter((f) => !before.includes(f)).join(", ")}`);
+}, { timeoutMs: 120_000 });
+
+export async function run(): Promise<void> {
+  await runTests();
+}
