@@ -171,9 +171,7 @@ async function invert(image: string | undefined, values: Values, signal: AbortSi
 
 async function reconstruct(artifactPath: string | undefined, values: Values, signal: AbortSignal): Promise<number> {
   if (!artifactPath) throw new UsageError("nti reconstruct needs an artifact path");
-  const artifact = await readArtifact(artifactPath);
-  const outDir = await prepareOutputFolder(values.out ?? path.dirname(artifactPath));
-  const engine = await openEngine(values.model ?? (existsSync(artifact.header.model.dir) ? artifact.header.model.dir : undefined), values);
+  const { artifact, outDir, engine } = await openForArtifact(artifactPath, values);
   try {
     const bar = values.json ? null : new ProgressBar();
     const { image, psnr } = await engine.reconstruct(artifact, { signal, onProgress: (p) => bar?.update(p) });
@@ -204,9 +202,7 @@ async function edit(artifactPath: string | undefined, values: Values, signal: Ab
     reweight[word.trim()] = n;
   }
   const blendWords = values.blend?.split(",").map((w) => w.trim()).filter(Boolean);
-  const artifact = await readArtifact(artifactPath);
-  const outDir = await prepareOutputFolder(values.out ?? path.dirname(artifactPath));
-  const engine = await openEngine(values.model ?? (existsSync(artifact.header.model.dir) ? artifact.header.model.dir : undefined), values);
+  const { artifact, outDir, engine } = await openForArtifact(artifactPath, values);
   try {
     const userMask = values.mask ? await loadMask(values.mask, engine.model.manifest.latent_size) : undefined;
     const bar = values.json ? null : new ProgressBar();
@@ -256,9 +252,7 @@ async function edit(artifactPath: string | undefined, values: Values, signal: Ab
 
 async function attention(artifactPath: string | undefined, values: Values, signal: AbortSignal): Promise<number> {
   if (!artifactPath) throw new UsageError("nti attention needs an artifact path");
-  const artifact = await readArtifact(artifactPath);
-  const outDir = await prepareOutputFolder(values.out ?? path.dirname(artifactPath));
-  const engine = await openEngine(values.model ?? (existsSync(artifact.header.model.dir) ? artifact.header.model.dir : undefined), values);
+  const { artifact, outDir, engine } = await openForArtifact(artifactPath, values);
   try {
     const bar = values.json ? null : new ProgressBar();
     const result = await engine.attention(artifact, { signal, onProgress: (p) => bar?.update(p) });
@@ -270,6 +264,14 @@ async function attention(artifactPath: string | undefined, values: Values, signa
   } finally {
     await engine.close();
   }
+}
+
+/** An artifact, its output folder (beside it unless --out) and the engine of its model (unless --model). */
+async function openForArtifact(artifactPath: string, values: Values) {
+  const artifact = await readArtifact(artifactPath);
+  const outDir = await prepareOutputFolder(values.out ?? path.dirname(artifactPath));
+  const engine = await openEngine(values.model ?? (existsSync(artifact.header.model.dir) ? artifact.header.model.dir : undefined), values);
+  return { artifact, outDir, engine };
 }
 
 async function openEngine(modelDir: string | undefined, values: Values): Promise<Engine> {
