@@ -37,7 +37,10 @@ export async function loadImage(file: string, size: number): Promise<LoadedImage
   try {
     meta = await sharp(bytes, { limitInputPixels: MAX_INPUT_PIXELS }).metadata();
   } catch (error) {
-    throw new ImageError(`${file}: not an image sharp can read (${sharpMessage(error)})`);
+    const message = sharpMessage(error);
+    if (/exceeds pixel limit/i.test(message)) throw new ImageError(`${file}: larger than the ${MAX_INPUT_PIXELS / 1e6} megapixels accepted; scale it down first`);
+    if (/premature end|truncat|corrupt/i.test(message)) throw new ImageError(`${file}: the image is damaged or truncated (${message})`);
+    throw new ImageError(`${file}: not an image sharp can read (${message})`);
   }
   if (!meta.width || !meta.height) throw new ImageError(`${file}: the image has no size`);
   if (meta.width * meta.height > MAX_INPUT_PIXELS) {
@@ -46,6 +49,8 @@ export async function loadImage(file: string, size: number): Promise<LoadedImage
   if ((meta.pages ?? 1) > 1) notes.push(`${meta.pages} frames: the first one is used`);
   if (meta.hasAlpha) notes.push("transparency flattened onto white");
   if (meta.orientation && meta.orientation !== 1) notes.push(`EXIF orientation ${meta.orientation} applied`);
+  if (meta.space === "cmyk") notes.push("CMYK converted to sRGB");
+  if (meta.depth && !["uchar", "char"].includes(meta.depth)) notes.push(`${meta.depth} samples reduced to 8 bits`);
   try {
     const oriented = await sharp(bytes, { limitInputPixels: MAX_INPUT_PIXELS, pages: 1 })
       .rotate()
@@ -75,7 +80,7 @@ export async function loadImage(file: string, size: number): Promise<LoadedImage
     return { rgb: Uint8Array.from(rgb), size, width, height, sha256: createHash("sha256").update(bytes).digest("hex"), notes };
   } catch (error) {
     if (error instanceof ImageError) throw error;
-    throw new ImageError(`${file}: cannot decode it (${sharpMessage(error)})`);
+    throw new ImageError(`${file}: cannot decode it; the image is damaged or truncated (${sharpMessage(error)})`);
   }
 }
 

@@ -109,6 +109,19 @@ test("Cancel Running Inversion stops a run midway and leaves no file", async () 
   assert(JSON.stringify(after) === JSON.stringify(before), `files changed: ${after.filter((f) => !before.includes(f)).join(", ")}`);
 }, { timeoutMs: 120_000 });
 
+test("a second inversion while one runs is refused; the first completes", async () => {
+  await vscode.workspace.getConfiguration("nullText").update("steps", 10, vscode.ConfigurationTarget.Workspace);
+  const api = extension().exports as NullTextApi;
+  const image = vscode.Uri.joinPath(workspaceFolder().uri, "one-shape.png");
+  const first = Promise.resolve(vscode.commands.executeCommand(COMMAND, image, { prompt: "a orange square on a gray background" }));
+  await waitFor("the first inversion to start", () => api.busy(), 20_000);
+  const second = await vscode.commands.executeCommand(COMMAND, image, { prompt: "a orange square on a gray background" });
+  assert(second === undefined, "the second inversion ran beside the first");
+  const result = (await first) as { artifact: string } | undefined;
+  assert(result, "the first inversion did not complete");
+  assert((await outputFiles()).includes("one-shape.nti"), "the first inversion's artifact is missing");
+}, { timeoutMs: 120_000 });
+
 export async function run(): Promise<void> {
   await runTests();
 }
