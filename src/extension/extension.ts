@@ -157,7 +157,7 @@ async function invertImage(context: vscode.ExtensionContext, host: PanelHost, ur
     const fmt = (x: number | null) => (x === null ? "∞" : `${x.toFixed(2)} dB`);
     log.appendLine(`done in ${summary.seconds.toFixed(1)} s: PSNR ${fmt(summary.psnr)} (DDIM only ${fmt(summary.ddimPsnr)}); ${summary.artifact}`);
     for (const note of summary.notes) log.appendLine(`note: ${note}`);
-    panel.showInversion(summary, outDir);
+    panel.showInversion(summary, outDir, image.fsPath);
     void vscode.window
       .showInformationMessage(`Inverted ${path.basename(image.fsPath)}: PSNR ${fmt(summary.psnr)} (DDIM only ${fmt(summary.ddimPsnr)})`, "Open Reconstruction", "Reveal Output")
       .then((choice) => {

@@ -12,6 +12,7 @@ import type { EngineClient } from "../core/engineClient";
 import type { Progress } from "../core/inversion";
 import type { AttentionData } from "../core/output";
 import type { EditSummary, InvertSummary } from "../core/workerProtocol";
+import { panelHtml } from "./panelHtml";
 import {
   HostToWebview,
   METHOD_LABELS,
@@ -38,6 +39,8 @@ export class InversionPanel {
   private artifact: string | undefined;
   private outDir: string | undefined;
   private edits = 0;
+  /** The original image and prompt, to offer a fresh inversion when the artifact no longer fits the model. */
+  private origin: { image: string; prompt: string } | undefined;
   private ready: Promise<void>;
   /** The panel's own account of what it shows (its last "rendered" message). */
   rendered: { images: number; lossPoints: number; attentionWords: number } | undefined;
@@ -94,7 +97,8 @@ export class InversionPanel {
   }
 
   /** Shows a finished inversion (from the worker). */
-  showInversion(s: InvertSummary, outDir: string): void {
+  showInversion(s: InvertSummary, outDir: string, image: string): void {
+    this.origin = { image, prompt: s.prompt };
     this.artifact = s.artifact;
     this.outDir = outDir;
     this.files.clear();
@@ -115,7 +119,8 @@ export class InversionPanel {
   }
 
   /** Shows an artifact read from disk (the custom editor): its images beside it when present. */
-  async showArtifact(artifactPath: string, header: { prompt: string; settings: { method: string; steps: number }; steps: InvertSummary["steps"]; stats: { psnr: number | null; ddimPsnr: number | null; unetForward: number; unetBackward: number; seconds: number }; notes: string[] }, sourcePng: Buffer): Promise<void> {
+  async showArtifact(artifactPath: string, header: { prompt: string; source: { path: string }; settings: { method: string; steps: number }; steps: InvertSummary["steps"]; stats: { psnr: number | null; ddimPsnr: number | null; unetForward: number; unetBackward: number; seconds: number }; notes: string[] }, sourcePng: Buffer): Promise<void> {
+    this.origin = { image: header.source.path, prompt: header.prompt };
     this.artifact = artifactPath;
     this.outDir = path.dirname(artifactPath);
     this.files.clear();
@@ -175,6 +180,11 @@ export class InversionPanel {
     } catch (error) {
       const e = error as Error;
       await this.post({ type: "failed", message: e.name === "AbortError" ? "Edit cancelled; nothing was written." : `Edit failed: ${e.message}` });
+      if (/re-invert/.test(e.message) && this.origin) {
+        const origin = this.origin;
+        const choice = await vscode.window.showErrorMessage(`This inversion was made with another model: ${e.message}`, "Re-invert");
+        if (choice) await vscode.commands.executeCommand("nullText.invertImage", vscode.Uri.file(origin.image), { prompt: origin.prompt });
+      }
     }
   }
 
@@ -196,21 +206,7 @@ function panelAttention(data: AttentionData, promptIndex: number): PanelAttentio
 }
 
 function html(webview: vscode.Webview, extensionUri: vscode.Uri): string {
-  const nonce = randomBytes(16).toString("base64");
-  const script = webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, "dist", "webview.js"));
-  const style = webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, "dist", "webview.css"));
-  const csp = [
-    "default-src 'none'",
-    `img-src ${webview.cspSource} data:`,
-    `style-src ${webview.cspSource}`,
-    `font-src ${webview.cspSource}`,
-    `script-src 'nonce-${nonce}'`,
-  ].join("; ");
-  return `<!DOCTYPE html>
-<html lang="en"><head><meta charset="UTF-8">
-<meta http-equiv="Content-Security-Policy" content="${csp}">
-<meta name="viewport" content="width=device-width, initial-scale=1.0">
-<link rel="stylesheet" href="${style}">
-<title>Null-text Inversion</title></head>
-<body><main id="app"></main><script type="module" nonce="${nonce}" src="${script}"></script></body></html>`;
+  const script = webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, "dist", "webview.js")).toString();
+  const style = webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, "dist", "webview.css")).toString();
+  return panelHtml(webview.cspSource, script, style, randomBytes(16).toString("base64"));
 }

@@ -15,6 +15,7 @@ import { after, before, test } from "node:test";
 import { chromium, Browser, Page } from "playwright-core";
 import { Engine } from "../../src/core/engine";
 import { attentionData, saveInversion } from "../../src/core/output";
+import { panelHtml } from "../../src/extension/panelHtml";
 import { parseWebviewMessage, type HostToWebview } from "../../src/shared/protocol";
 import { ROOT, SHAPES_MODEL } from "./helpers/fixtures";
 
@@ -28,12 +29,8 @@ let inverted: HostToWebview;
 
 /** Serves dist/ and the results folder; the page is the panel's HTML with its CSP. */
 function serve(): Promise<void> {
-  const nonce = "dGVzdG5vbmNl";
-  const csp = `default-src 'none'; img-src 'self' data:; style-src 'self'; font-src 'self'; script-src 'nonce-${nonce}'`;
-  const page = `<!DOCTYPE html><html lang="en"><head><meta charset="UTF-8">
-<meta http-equiv="Content-Security-Policy" content="${csp}">
-<link rel="stylesheet" href="/dist/webview.css"><link rel="stylesheet" href="/theme.css"><title>panel</title></head>
-<body><main id="app"></main><script type="module" nonce="${nonce}" src="/dist/webview.js"></script></body></html>`;
+  // the extension's own panel HTML and CSP ('self' stands for the webview's resource origin)
+  const page = panelHtml("'self'", "/dist/webview.js", "/dist/webview.css", "dGVzdG5vbmNl").replace("</head>", '<link rel="stylesheet" href="/theme.css"></head>');
   // a dark theme's variables, as VS Code injects them into webviews
   const theme = `:root{--vscode-foreground:#cccccc;--vscode-editor-background:#1e1e1e;--vscode-descriptionForeground:#9d9d9d;--vscode-panel-border:#3c3c3c;--vscode-errorForeground:#f48771;--vscode-focusBorder:#007fd4;--vscode-button-secondaryForeground:#ffffff;--vscode-button-secondaryBackground:#3a3d41;--vscode-font-family:sans-serif;--vscode-font-size:13px}`;
   server = createServer((req, res) => {
