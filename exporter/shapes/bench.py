@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from . import scenes as S
 from ..reference import psnr
+from . import scenes as S
 
 EDIT_TYPES = ("colour", "shape", "background")
 METHODS = ("ddim", "npi", "direct", "nulltext")
@@ -79,7 +79,8 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     values = []
     for ch in range(x.shape[-1]):
-        f = lambda im: ndimage.gaussian_filter(im, 1.5, truncate=3.5)  # noqa: E731
+        def f(im):
+            return ndimage.gaussian_filter(im, 1.5, truncate=3.5)
         xi, yi = x[..., ch], y[..., ch]
         mx, my = f(xi), f(yi)
         vx, vy, cxy = f(xi * xi) - mx * mx, f(yi * yi) - my * my, f(xi * yi) - mx * my
@@ -131,7 +132,8 @@ def score(set_dir: Path, results_path: Path) -> dict:
         mr = [x for x in rows if x["method"] == method]
         if not mr:
             continue
-        mean = lambda key: float(np.mean([x[key] for x in mr]))  # noqa: E731
+        def mean(key, rows=mr):
+            return float(np.mean([x[key] for x in rows]))
         s = {"scenes": len(mr), "psnr": mean("psnr"), "ssim": mean("ssim"), "invert_seconds": mean("invert_seconds"),
              "unet_forward": mean("unet_forward"), "unet_backward": mean("unet_backward")}
         for k in EDIT_TYPES:
@@ -145,8 +147,8 @@ def score(set_dir: Path, results_path: Path) -> dict:
 def markdown(scored: dict) -> str:
     s = scored["summary"]
     lines = [
-        f"Held-out shapes scenes: {scored['set']['scenes']} (seed {scored['set']['seed']}), model "
-        f"`{scored.get('model')}`, settings {json.dumps(scored.get('settings', {}))}.",
+        (f"Held-out shapes scenes: {scored['set']['scenes']} (seed {scored['set']['seed']}), model "
+         f"`{scored.get('model')}`, settings {json.dumps(scored.get('settings', {}))}."),
         "",
         "| method | recon PSNR | recon SSIM | invert s | UNet fwd / bwd |"
         + "".join(f" {k} edit PSNR | {k} bg PSNR | {k} acc |" for k in EDIT_TYPES) + " edit s |",
@@ -160,9 +162,9 @@ def markdown(scored: dict) -> str:
             cells += [f"{e['edit_psnr']:.2f}", f"{e['background_psnr']:.2f}", f"{e['accuracy']:.2f}"]
         cells.append(f"{np.mean([m[k]['seconds'] for k in EDIT_TYPES]):.2f}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "PSNR in dB against the source (reconstruction) or the true edited image (edit); bg PSNR: outside "
-              "the true change mask; acc: the generator's pixel classifier finds the asked colour / shape in the "
-              "mask, or the asked background; seconds per image on the machine that ran it."]
+    lines += ["", ("PSNR in dB against the source (reconstruction) or the true edited image (edit); bg PSNR: outside "
+                   "the true change mask; acc: the generator's pixel classifier finds the asked colour / shape in the "
+                   "mask, or the asked background; seconds per image on the machine that ran it.")]
     return "\n".join(lines) + "\n"
 
 
