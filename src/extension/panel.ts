@@ -195,6 +195,10 @@ export class InversionPanel {
     const folder = vscode.workspace.workspaceFolders?.[0]?.uri ?? vscode.Uri.file(path.dirname(file));
     const target = await vscode.window.showSaveDialog({ defaultUri: vscode.Uri.joinPath(folder, path.basename(file)), filters: { PNG: ["png"] }, saveLabel: "Save edit" });
     if (!target) return;
+    if (this.origin && path.resolve(target.fsPath) === path.resolve(this.origin.image)) {
+      void vscode.window.showErrorMessage("An edit is never saved over the source image: choose another name.");
+      return;
+    }
     await vscode.workspace.fs.copy(vscode.Uri.file(file), target, { overwrite: true });
     this.host.log(`saved ${file} as ${target.fsPath}`);
   }
