@@ -206,10 +206,7 @@ export class Engine {
     const run = new Run(this.model, this.model.scheduler(s.steps), options);
     const [cond] = splitRows(await encodePrompts(run, [artifact.header.prompt]), 1);
     const rowLength = this.model.embeddingLength;
-    const latentLength = this.model.latentLength;
-    const offsets = artifact.directOffsets
-      ? Array.from({ length: s.steps }, (_, i) => artifact.directOffsets!.subarray(i * latentLength, (i + 1) * latentLength))
-      : undefined;
+    const offsets = this.stepOffsets(artifact);
     const latent = await sample(run, artifact.zT, cond, (i) => rowAt(artifact.nullEmbeddings, rowLength, i), s.guidance, offsets);
     const image = modelOutputToRgb(await decodeLatents(run, latent), this.model.manifest.image_size);
     return { image, psnr: psnr(image, artifact.source) };
@@ -240,10 +237,7 @@ export class Engine {
     const run = new Run(this.model, this.model.scheduler(s.steps), options);
     const conds = await encodePrompts(run, edit.prompts);
     const rowLength = this.model.embeddingLength;
-    const latentLength = this.model.latentLength;
-    const offsets = artifact.directOffsets
-      ? Array.from({ length: s.steps }, (_, i) => artifact.directOffsets!.subarray(i * latentLength, (i + 1) * latentLength))
-      : undefined;
+    const offsets = this.stepOffsets(artifact);
     const result = await editSample(run, edit, control, artifact.zT, conds, (i) => rowAt(artifact.nullEmbeddings, rowLength, i), s.guidance, offsets, spec.userMask ?? null);
     const k = edit.prompts.length;
     const decoded = await decodeLatents(run, result.latents, k);
@@ -261,6 +255,14 @@ export class Engine {
       seconds: (performance.now() - started) / 1000,
       notes,
     };
+  }
+
+  /** Direct Inversion's stored offsets as one latent per step (undefined for the other methods). */
+  private stepOffsets(artifact: InversionArtifact): Float32Array[] | undefined {
+    const all = artifact.directOffsets;
+    if (!all) return undefined;
+    const n = this.model.latentLength;
+    return Array.from({ length: artifact.header.settings.steps }, (_, i) => all.subarray(i * n, (i + 1) * n));
   }
 
   async close(): Promise<void> {

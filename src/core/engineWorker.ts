@@ -56,27 +56,15 @@ export function serveEngine(port: MessagePort): void {
   };
 
   const edit = async (job: EditJob, run: RunOptions): Promise<EditSummary> => {
-    const artifact = await readArtifact(job.artifactPath);
-    const engine = await engineFor(job.modelDir ?? artifact.header.model.dir, job.modelOptions);
+    // everything that is not about where the job runs is the engine's EditSpec
+    const { kind: _kind, modelDir, modelOptions, artifactPath, outDir, paintedMask, ...spec } = job;
+    const artifact = await readArtifact(artifactPath);
+    const engine = await engineFor(modelDir ?? artifact.header.model.dir, modelOptions);
     const latentSize = engine.model.manifest.latent_size;
-    const userMask = job.paintedMask ? maskFromPainting(job.paintedMask.values, job.paintedMask.side, latentSize) : undefined;
-    const result = await engine.edit(
-      artifact,
-      {
-        prompts: job.prompts,
-        mode: job.mode,
-        crossReplaceSteps: job.crossReplaceSteps,
-        selfReplaceSteps: job.selfReplaceSteps,
-        reweight: job.reweight,
-        blendWords: job.blendWords,
-        blendThreshold: job.blendThreshold,
-        userMask,
-        userMaskMode: job.maskMode,
-      },
-      run,
-    );
+    const userMask = paintedMask ? maskFromPainting(paintedMask.values, paintedMask.side, latentSize) : undefined;
+    const result = await engine.edit(artifact, { ...spec, userMask }, run);
     run.signal?.throwIfAborted();
-    const saved = await saveEdit(job.outDir, job.artifactPath, result);
+    const saved = await saveEdit(outDir, artifactPath, result);
     return {
       kind: "edit",
       ...saved,

@@ -100,18 +100,26 @@ export function attentionJson(result: EditResult): string {
   return JSON.stringify(attentionData(result));
 }
 
-export function attentionData(result: EditResult): AttentionData {
+/** Prompt k's map of the token at `position`, r*r values, from the edit's maps [K, r, r, T]. */
+function tokenMap(result: EditResult, k: number, position: number): Float32Array {
   const r = result.mapResolution;
   const T = result.maps.length / (result.tokens.length * r * r);
+  return Float32Array.from({ length: r * r }, (_, p) => result.maps[(k * r * r + p) * T + position]);
+}
+
+/** Side of the result's (square, RGB) images. */
+const imageSide = (result: EditResult) => Math.round(Math.sqrt(result.images[0].length / 3));
+
+export function attentionData(result: EditResult): AttentionData {
   const prompts = result.edit.prompts.map((prompt, k) => ({
     prompt,
     tokens: result.tokens[k].slice(1, -1).map((token, i) => {
       const position = i + 1;
-      const map = Array.from({ length: r * r }, (_, p) => Number(result.maps[(k * r * r + p) * T + position].toPrecision(6)));
+      const map = Array.from(tokenMap(result, k, position), (v) => Number(v.toPrecision(6)));
       return { position, token, map };
     }),
   }));
-  return { format: "nti-attention", version: 1, resolution: r, averagedOver: "steps, layers, heads", prompts };
+  return { format: "nti-attention", version: 1, resolution: result.mapResolution, averagedOver: "steps, layers, heads", prompts };
 }
 
 export async function saveEdit(outDir: string, artifactPath: string, result: EditResult): Promise<SavedEdit> {
@@ -120,7 +128,7 @@ export async function saveEdit(outDir: string, artifactPath: string, result: Edi
   const imageSuffixes = edits === 1 ? [".png"] : Array.from({ length: edits }, (_, i) => `-${i + 1}.png`);
   const suffixes = [...imageSuffixes, ".attention.json", ".mask.png"];
   const stem = await freeStem(dir, `${path.parse(artifactPath).name}.edit`, suffixes);
-  const size = Math.round(Math.sqrt(result.images[0].length / 3));
+  const size = imageSide(result);
   const writes: [string, Uint8Array | string][] = [];
   const images = imageSuffixes.map((s) => stem + s);
   for (const [i, file] of images.entries()) writes.push([file, await encodePng(result.images[i + 1], size)]);
@@ -144,18 +152,15 @@ export async function saveAttentionPngs(outDir: string, artifactPath: string, re
   const stem = await freeStem(dir, path.parse(artifactPath).name, [".attention"]);
   const folder = stem + ".attention";
   const temp = path.join(dir, `.${path.basename(folder)}.${process.pid}.tmp`);
-  const r = result.mapResolution;
-  const T = result.maps.length / (result.tokens.length * r * r);
-  const size = Math.round(Math.sqrt(result.images[0].length / 3));
+  const size = imageSide(result);
   const files: string[] = [];
   try {
     await fs.mkdir(temp);
     const tokens = result.tokens[0].slice(1, -1);
     for (const [i, token] of tokens.entries()) {
       const position = i + 1;
-      const map = Float32Array.from({ length: r * r }, (_, p) => result.maps[p * T + position]);
       const name = `${String(position).padStart(2, "0")}-${token.replace(/[^\p{L}\p{N}_-]+/gu, "_")}.png`;
-      await fs.writeFile(path.join(temp, name), await attentionMapPng(map, r, size));
+      await fs.writeFile(path.join(temp, name), await attentionMapPng(tokenMap(result, 0, position), result.mapResolution, size));
       files.push(path.join(folder, name));
     }
     await fs.rename(temp, folder);

@@ -3,7 +3,7 @@ import type { InversionSettings, StepRecord } from "./artifact";
 import type { Progress } from "./inversion";
 import type { OpenModelOptions } from "./model";
 import type { AttentionData } from "./output";
-import type { EditMode } from "./promptToPrompt";
+import type { EditMode, EditSpec } from "./promptToPrompt";
 
 export interface InvertJob {
   kind: "invert";
@@ -18,23 +18,16 @@ export interface InvertJob {
   withAttention?: boolean;
 }
 
-export interface EditJob {
+/** An edit of a saved inversion: the engine's EditSpec, with the mask as painted in the panel. */
+export interface EditJob extends Omit<EditSpec, "userMask"> {
   kind: "edit";
   /** Defaults to the folder recorded in the artifact. */
   modelDir?: string;
   modelOptions?: OpenModelOptions;
   artifactPath: string;
   outDir: string;
-  prompts: string[];
-  mode?: EditMode;
-  crossReplaceSteps?: number;
-  selfReplaceSteps?: number;
-  reweight?: Record<string, number>;
-  blendWords?: string[];
-  blendThreshold?: number;
   /** A painted mask over the model-size source, row-major values in [0, 1] (side x side). */
   paintedMask?: { side: number; values: number[] };
-  maskMode?: "union" | "replace";
 }
 
 export type Job = InvertJob | EditJob;

@@ -43,7 +43,7 @@ test("invert in the worker, cancel one mid-way, then run again", async () => {
     outDir: path.join(dir, "done"),
     prompts: ["a blue circle on a white background"],
     paintedMask: { side, values },
-    maskMode: "replace",
+    userMaskMode: "replace",
   });
   assert.equal(edited.mode, "replace");
   assert.ok(existsSync(edited.images[0]) && existsSync(edited.attentionMaps));
