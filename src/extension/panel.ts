@@ -74,7 +74,10 @@ export class InversionPanel {
   static forCommands(context: vscode.ExtensionContext, host: PanelHost, outDir: string): InversionPanel {
     const existing = InversionPanel.current;
     if (existing) {
-      existing.panel.webview.options = { ...existing.panel.webview.options, localResourceRoots: [...(existing.panel.webview.options.localResourceRoots ?? []), vscode.Uri.file(outDir)] };
+      const roots = existing.panel.webview.options.localResourceRoots ?? [];
+      if (!roots.some((r) => r.fsPath === outDir)) {
+        existing.panel.webview.options = { ...existing.panel.webview.options, localResourceRoots: [...roots, vscode.Uri.file(outDir)] };
+      }
       existing.panel.reveal(undefined, true);
       return existing;
     }
