@@ -26,12 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     p_exp.add_argument("--from", dest="source", required=True, help="local diffusers folder or hub id")
     _common(p_exp)
     p_rand = sub.add_parser("random", help="export a randomly initialised model of a named architecture")
-    p_rand.add_argument("--config", required=True, choices=["tiny", "sd15", "sd21"])
+    p_rand.add_argument("--config", required=True, choices=["tiny", "sd15-256", "sd15", "sd21"])
     p_rand.add_argument("--seed", type=int, default=0)
+    p_rand.add_argument("--diffusers-out", type=Path,
+                        help="also save the random weights as a diffusers folder (for the PyTorch reference)")
     _common(p_rand)
     p_fix = sub.add_parser("fixtures", help="export the tiny model and write reference parity fixtures")
     p_fix.add_argument("--out", required=True, type=Path)
-    p_fix.add_argument("--config", default="tiny", choices=["tiny", "sd15", "sd21"])
+    p_fix.add_argument("--config", default="tiny", choices=["tiny", "sd15-256", "sd15", "sd21"])
     p_fix.add_argument("--seed", type=int, default=0)
     p_time = sub.add_parser("time", help="onnxruntime CPU time of one UNet forward and one gradient call")
     p_time.add_argument("--model", required=True, type=Path)
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     components = load_diffusers(args.source) if args.command == "export" else build_random(args.config, args.seed)
     manifest = export_components(components, args.out, opset=args.opset, fp16=args.fp16, skip_grad=args.skip_grad,
                                  force=args.force, quiet=args.quiet)
+    if args.command == "random" and args.diffusers_out:
+        from .configs import save_diffusers
+
+        save_diffusers(components, args.diffusers_out, {"random": args.config, "seed": args.seed})
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sizes = {k: v["bytes"] for k, v in manifest["files"].items()}
     summary = {"out": str(args.out), "seconds": manifest["export_seconds"], "peak_rss_mb": round(peak_mb),

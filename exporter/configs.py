@@ -3,12 +3,15 @@
 No weights can be downloaded where this project is built and tested, so every export path is exercised
 on randomly initialised models of the real architectures: `sd15` (SD 1.5 at full size), `sd21` (the
 SD 2.1 architecture with v-prediction, at the 512 px base size to keep CPU exports affordable) and
-`tiny` (same block types, a few thousand parameters, exports in seconds).
+`tiny` (same block types, a few thousand parameters, exports in seconds) and `sd15-256` (SD 1.5's block
+layout and text encoder at 256 px with a fifth of the UNet's channels: the mid-size model of the benchmarks,
+whose inversion runs in minutes on a CPU).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -124,6 +127,22 @@ ARCHITECTURES: dict[str, Architecture] = {
             projection_dim=768,
         ),
     ),
+    "sd15-256": Architecture(
+        name="sd15-256",
+        description="SD 1.5 block layout at 256 px with 1/5 of the UNet channels, random weights (benchmarks)",
+        image_size=256,
+        prediction_type="epsilon",
+        unet={**_SD_UNET, "sample_size": 32, "block_out_channels": [64, 128, 256, 256]},
+        vae={**_SD_VAE, "sample_size": 256, "block_out_channels": [32, 64, 128, 128]},
+        text=dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            hidden_act="quick_gelu",
+            projection_dim=768,
+        ),
+    ),
     "sd21": Architecture(
         name="sd21",
         description="Stable Diffusion 2.1 architecture (v-prediction) at 512 px, random weights",
@@ -194,3 +213,19 @@ def build_random(arch_name: str, seed: int = 0) -> Components:
         licence="MIT (random weights, no training data)",
         model_name=f"random-{arch.name}",
     )
+
+
+def save_diffusers(c: Components, out: Path, provenance: dict[str, Any]) -> None:
+    """Write `c` as a diffusers pipeline folder (what `load_diffusers` reads), so the PyTorch reference can
+    run on exactly the weights an ONNX folder was exported from."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("unet", "vae", "text_encoder"):
+        getattr(c, name).save_pretrained(out / name)
+    (out / "tokenizer").mkdir(exist_ok=True)
+    (out / "tokenizer" / "tokenizer.json").write_text(c.tokenizer.to_str())
+    (out / "scheduler").mkdir(exist_ok=True)
+    (out / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps({"_class_name": "DDIMScheduler", **c.scheduler_config}, indent=2, default=str))
+    (out / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline", **provenance}, indent=2))

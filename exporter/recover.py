@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import torch
 from onnx import numpy_helper
 
 from . import graphs, onnx_io
-from .configs import Components
+from .configs import Components, save_diffusers
 from .shapes import models as M
 
 GRAPHS = {"text_encoder": "text_encoder/model.onnx", "vae_encoder": "vae_encoder/model.onnx",
@@ -109,14 +108,7 @@ def recover(model_dir: Path, out: Path) -> dict:
         for k, m in modules.items():
             for name, p in m.named_parameters():
                 p.copy_(recovered[k][name])
-    out.mkdir(parents=True, exist_ok=True)
-    for k, m in modules.items():
-        m.save_pretrained(out / k)
-    (out / "tokenizer").mkdir(exist_ok=True)
-    shutil.copy(model_dir / "tokenizer" / "tokenizer.json", out / "tokenizer" / "tokenizer.json")
-    (out / "scheduler").mkdir(exist_ok=True)
-    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDIMScheduler", **M.DDIM_CONFIG}, indent=2))
-    (out / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline", "recovered_from": str(model_dir)}, indent=2))
+    save_diffusers(c, out, {"recovered_from": str(model_dir)})
     return {k: sum(p.numel() for p in m.parameters()) for k, m in modules.items()}
 
 

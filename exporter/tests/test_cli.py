@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 
 from exporter.__main__ import main
+from exporter.configs import save_diffusers
 from exporter.timing import time_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,14 +25,7 @@ def run_cli(*args, timeout=1800):
 
 
 def save_diffusers_folder(components, folder: Path) -> None:
-    components.unet.save_pretrained(folder / "unet")
-    components.vae.save_pretrained(folder / "vae")
-    components.text_encoder.save_pretrained(folder / "text_encoder")
-    (folder / "tokenizer").mkdir(parents=True)
-    components.tokenizer.save(str(folder / "tokenizer" / "tokenizer.json"))
-    (folder / "scheduler").mkdir()
-    (folder / "scheduler" / "scheduler_config.json").write_text(
-        json.dumps({"_class_name": "DDIMScheduler", **components.scheduler_config}))
+    save_diffusers(components, folder, {"test": True})
     (folder / "README.md").write_text("---\nlicense: creativeml-openrail-m\n---\n# test model\n")
 
 
@@ -47,6 +41,31 @@ def test_export_from_a_local_diffusers_folder(tmp_path, tiny):
     assert not (out / "nti" / "null_text_grad.onnx").exists()
     timing = time_model(out, repeats=1)
     assert timing["unet_batch1_s"] > 0 and timing["unet_control_s"] > 0
+
+
+def test_reference_invert_command_does_the_whole_job_and_counts_its_passes(tmp_path, tiny):
+    """`python -m exporter.invert` (the benchmarks' PyTorch side) on a saved diffusers folder."""
+    from PIL import Image
+
+    from exporter import invert
+
+    src = tmp_path / "pipeline"
+    save_diffusers_folder(tiny, src)
+    image = tmp_path / "in.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(image)
+    save = tmp_path / "rec.png"
+    from exporter.reference import Settings
+
+    for loop, extra in (("notebook", 2), ("lean", 0)):
+        r = invert.run(src, image, "a red circle on a white background", Settings(steps=4, inner_steps=2, inner_loop=loop), save=save)
+        # pivots 4 + per step (cond 1 + gradients + the notebook's batch-2 pass) + two batch-2 samplings
+        assert r["unetForward"] == 4 + 4 + r["innerIterations"] + 4 * extra + 2 * 2 * 4
+        assert r["unetBackward"] == r["innerIterations"] and r["seconds"] > 0 and r["peakRssMb"] > 0
+        assert np.isfinite(r["psnr"]) and save.exists()
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(small)
+    with pytest.raises(SystemExit, match="the model wants 64x64"):
+        invert.run(src, small, "a red circle", Settings(steps=2))
 
 
 def test_fp16_keeps_the_vae_in_float32_and_stays_close(tmp_path, tiny_folder):
