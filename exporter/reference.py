@@ -36,6 +36,11 @@ class Settings:
     early_stop: float = 1e-5
     early_stop_slope: float = 2e-5
     pairing: str = "consistent"  # or "notebook"
+    # "notebook": Adam step after every gradient, then a batch-2 pass with the final embedding.
+    # "lean": loss checked before the Adam step; the loop ends on the embedding it evaluated last, and the
+    # latent its gradient pass computed is the next one (no extra pass). See src/core/inversion.ts.
+    inner_loop: str = "notebook"
+    null_init: str = "empty"  # or "prompt": start step 0 from the prompt embedding (NPI-style)
 
 
 @dataclass
@@ -45,6 +50,7 @@ class NullTextResult:
     latents: list[torch.Tensor] = field(default_factory=list)  # per step, the latent the step starts from
     unet_forward: int = 0
     unet_backward: int = 0
+    final_latent: torch.Tensor | None = None  # the latent the last step ends on (= the reconstruction)
 
 
 # ---- tokens ----------------------------------------------------------------------------------------
@@ -378,16 +384,19 @@ class Reference:
         s = self.s
         result = NullTextResult([], [])
         latent = pivots[-1]
-        emb = uncond.clone()
+        emb = (cond if s.null_init == "prompt" else uncond).clone()
+        lean = s.inner_loop == "lean"
         for i, t in enumerate(self.timesteps):
             result.latents.append(latent.clone())
             emb = emb.clone().detach().requires_grad_(True)
             opt = torch.optim.Adam([emb], lr=s.lr * (1.0 - i / 100.0))
             target = pivots[len(pivots) - i - 2]
+            threshold = s.early_stop + i * s.early_stop_slope
             with torch.no_grad():
                 cond_out = self.unet_out(latent, t, cond)
             losses = []
-            for _ in range(s.inner_steps):
+            done = None
+            for j in range(s.inner_steps):
                 with torch.enable_grad():
                     uncond_out = self.unet_out(latent, t, emb)
                     guided = uncond_out + s.guidance * (cond_out - uncond_out)
@@ -396,19 +405,26 @@ class Reference:
                     opt.zero_grad()
                     loss.backward()
                 result.unet_backward += 1
-                opt.step()
                 losses.append(loss.item())
-                if losses[-1] < s.early_stop + i * s.early_stop_slope:
+                if lean and (losses[-1] < threshold or j == s.inner_steps - 1):
+                    done = rec.detach()
                     break
+                opt.step()
+                if losses[-1] < threshold:
+                    break
+            result.losses.append(losses)
             emb = emb.detach()
             result.null_embeddings.append(emb[:1].clone())
-            result.losses.append(losses)
+            if done is not None:  # lean: the gradient pass already advanced the latent
+                latent = done
+                continue
             with torch.no_grad():
                 # The notebook's batch-2 pass; the conditional half is the cond_out already known.
                 both = self.unet_out(torch.cat([latent] * 2), t, torch.cat([emb, cond]))
                 u, c = both.chunk(2)
                 latent = self.prev_step(u + s.guidance * (c - u), t, latent)
         result.unet_forward = self.unet_forward
+        result.final_latent = latent
         return result
 
     # -- the cheap alternatives

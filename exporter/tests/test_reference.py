@@ -76,6 +76,32 @@ def test_null_text_lowers_the_loss_and_beats_ddim(inverted):
     assert (nt.null_embeddings[0] - uncond).abs().max() > 0
 
 
+@pytest.mark.parametrize("null_init", ["empty", "prompt"])
+def test_lean_loop_runs_no_pass_beyond_its_gradients_and_ends_on_what_sampling_gives(inverted, null_init):
+    """The lean loop: no Adam step after the last evaluation, no extra UNet pass, and its last latent is
+    what sampling with its null embeddings gives (so the engine can skip the reconstruction pass)."""
+    ref, cond, uncond, z0, pivots = inverted
+    ref.s.inner_loop, ref.s.null_init, ref.s.early_stop, ref.s.early_stop_slope = "lean", null_init, 2e-3, 0.0
+    before = ref.unet_forward
+    nt = ref.null_text(pivots, cond, uncond)
+    inner = sum(len(step) for step in nt.losses)
+    assert ref.unet_forward - before == ref.s.steps + inner  # cond noise once per step + one per gradient
+    assert nt.unet_backward == inner
+    # every loop ended under the threshold or after its last allowed iteration
+    assert all(step[-1] < 2e-3 or len(step) == ref.s.inner_steps for step in nt.losses)
+    if null_init == "prompt":
+        assert torch.equal(nt.null_embeddings[0], cond) or len(nt.losses[0]) > 1
+    rec = ref.sample(pivots[-1], cond, nt.null_embeddings)
+    assert (rec - nt.final_latent).abs().max() < 1e-4 * rec.abs().max()
+
+
+def test_notebook_loop_reconstruction_is_its_last_latent(inverted):
+    ref, cond, uncond, z0, pivots = inverted
+    nt = ref.null_text(pivots, cond, uncond)
+    rec = ref.sample(pivots[-1], cond, nt.null_embeddings)
+    assert (rec - nt.final_latent).abs().max() < 1e-4 * rec.abs().max()
+
+
 def test_identical_prompt_edit_reproduces_the_reconstruction(inverted):
     ref, cond, uncond, z0, pivots = inverted
     nulls = ref.npi(cond)
