@@ -8,6 +8,7 @@ import { promises as fs } from "node:fs";
 import { writeFileAtomic } from "./files";
 import type { Model } from "./model";
 import { decodeSafetensors, encodeSafetensors, SafetensorsError, StoredTensor } from "./safetensors";
+import type { InnerLoop, NullInit } from "./inversion";
 import type { InversionPairing } from "./scheduler";
 
 export const ARTIFACT_FORMAT = "nti-inversion";
@@ -16,6 +17,8 @@ export const ARTIFACT_EXTENSION = ".nti";
 
 export type InversionMethod = "nulltext" | "npi" | "direct" | "ddim";
 export const METHODS: InversionMethod[] = ["nulltext", "npi", "direct", "ddim"];
+export const INNER_LOOPS: InnerLoop[] = ["notebook", "lean"];
+export const NULL_INITS: NullInit[] = ["empty", "prompt"];
 
 export interface InversionSettings {
   method: InversionMethod;
@@ -26,6 +29,8 @@ export interface InversionSettings {
   earlyStop: number;
   earlyStopSlope: number;
   pairing: InversionPairing;
+  innerLoop: InnerLoop;
+  nullInit: NullInit;
 }
 
 /** One null-text step: the loss before each inner Adam step, and the early-stop threshold it was held to. */
@@ -158,6 +163,11 @@ function checkHeader(value: unknown, fail: (msg: string) => never): ArtifactHead
   }
   if (!Number.isInteger(settings.steps) || (settings.steps as number) < 1 || (settings.steps as number) > 1000) fail(`settings.steps ${settings.steps} is not an integer in 1..1000`);
   if (settings.pairing !== "consistent" && settings.pairing !== "notebook") fail(`settings.pairing ${JSON.stringify(settings.pairing)} is unknown`);
+  // Artifacts written before these settings existed used the paper's loop and start.
+  settings.innerLoop ??= "notebook";
+  settings.nullInit ??= "empty";
+  if (!INNER_LOOPS.includes(settings.innerLoop as InnerLoop)) fail(`settings.innerLoop ${JSON.stringify(settings.innerLoop)} is unknown`);
+  if (!NULL_INITS.includes(settings.nullInit as NullInit)) fail(`settings.nullInit ${JSON.stringify(settings.nullInit)} is unknown`);
   const model = h.model;
   if (!isObj(model) || typeof model.id !== "string" || typeof model.manifestSha256 !== "string" || typeof model.dir !== "string") fail("model must have id, manifestSha256 and dir");
   const source = h.source;

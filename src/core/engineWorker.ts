@@ -32,7 +32,7 @@ export function serveEngine(port: MessagePort): void {
   const invert = async (job: InvertJob, run: RunOptions): Promise<InvertSummary> => {
     const engine = await engineFor(job.modelDir, job.modelOptions);
     const result = await engine.invert(
-      { imagePath: job.imagePath, prompt: job.prompt, settings: job.settings, compareWithDdim: job.compareWithDdim },
+      { imagePath: job.imagePath, prompt: job.prompt, schedule: job.schedule, settings: job.settings, compareWithDdim: job.compareWithDdim },
       run,
     );
     const attention = job.withAttention ? attentionData(await engine.attention(result.artifact, run)) : null;

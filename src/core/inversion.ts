@@ -49,12 +49,28 @@ export class Run {
   }
 }
 
+/**
+ * How each null-text step's inner loop ends:
+ * - "notebook": the paper's order. Every gradient is followed by an Adam step, the one that meets the
+ *   early-stop threshold too, so one more UNet pass is needed to advance the latent with that last,
+ *   never-evaluated embedding. Matches the PyTorch reference iteration for iteration.
+ * - "lean": the loss is checked before the Adam step, and the loop ends on an evaluated embedding (the one
+ *   under the threshold, or the last one allowed) without stepping past it. The gradient graph has already
+ *   computed the latent that embedding gives, so no extra UNet pass is needed and no Adam step is wasted.
+ */
+export type InnerLoop = "notebook" | "lean";
+
+/** The first step's starting null embedding: the empty prompt's (the paper) or the prompt's own (NPI). */
+export type NullInit = "empty" | "prompt";
+
 export interface NullTextSettings {
   guidance: number;
   innerSteps: number;
   learningRate: number;
   earlyStop: number;
   earlyStopSlope: number;
+  innerLoop: InnerLoop;
+  nullInit: NullInit;
 }
 
 // ---- encoders -----------------------------------------------------------------------------------------
@@ -138,7 +154,7 @@ export async function ddimInversion(run: Run, z0: Float32Array, cond: Float32Arr
 export interface NullTextStepResult {
   /** The optimised null embedding of this step. */
   nullEmbedding: Float32Array;
-  /** Loss before each inner Adam step. */
+  /** The loss of each embedding evaluated (each gradient call). */
   losses: number[];
   threshold: number;
   /** The latent after this step, advanced with the final null embedding. */
@@ -146,9 +162,9 @@ export interface NullTextStepResult {
 }
 
 /**
- * One null-text step i at timestep t (DESIGN §1, the notebook's order): the conditional noise once, then
- * up to `innerSteps` rounds of {gradient graph: loss and d loss / d null embedding; Adam step}, stopping
- * once the loss is below 1e-5 + i * 2e-5; then the latent is advanced with the final embedding.
+ * One null-text step i at timestep t (DESIGN §1): the conditional noise once, then up to `innerSteps`
+ * gradient calls (loss, d loss / d null embedding and the latent that embedding gives), with Adam steps
+ * between them, until the loss is below 1e-5 + i * 2e-5. How the loop ends is `settings.innerLoop`.
  */
 export async function nullTextStep(
   run: Run,
@@ -164,16 +180,16 @@ export async function nullTextStep(
   const [, c, h, w] = run.model.latentDims;
   const m = run.model.manifest;
   const latentDims = [1, c, h, w];
-  const embDims = [1, m.tokenizer.max_length, m.text_hidden_size];
   const condNoise = await unet(run, latent, t, cond, 1);
   const embedding = Float32Array.from(startEmbedding);
   const adam = new Adam(embedding, settings.learningRate * (1 - i / 100));
   const threshold = settings.earlyStop + i * settings.earlyStopSlope;
   const grad = await run.model.graph("null_text_grad");
-  // Inputs that stay fixed through the inner loop; only the embedding changes (in place, by Adam).
-  const fixed = {
+  // Adam updates `embedding` in place, and the feed wraps that same buffer: nothing is copied per iteration.
+  const feeds = {
     latent: f32(latent, latentDims),
     timestep: timestepFeed(t),
+    null_embedding: f32(embedding, [1, m.tokenizer.max_length, m.text_hidden_size]),
     cond_noise: f32(condNoise, latentDims),
     target: f32(target, latentDims),
     guidance: scalar(settings.guidance),
@@ -183,32 +199,40 @@ export async function nullTextStep(
   const losses: number[] = [];
   for (let j = 0; j < settings.innerSteps; j++) {
     run.checkAborted();
-    const out = await grad.run({ ...fixed, null_embedding: f32(embedding, embDims) });
+    const out = await grad.run(feeds);
     run.unetForward += 1;
     run.unetBackward += 1;
+    const loss = out.loss[0];
+    losses.push(loss);
+    if (settings.innerLoop === "lean" && (loss < threshold || j === settings.innerSteps - 1)) {
+      // this embedding was evaluated: its gradient call has already advanced the latent
+      return { nullEmbedding: embedding, losses, threshold, next: out.latent_prev };
+    }
     adam.step(out.grad);
-    losses.push(out.loss[0]);
-    if (out.loss[0] < threshold) break;
+    if (loss < threshold) break;
   }
   const uncondNoise = await unet(run, latent, t, embedding, 1);
   const next = ddimStep(guide(uncondNoise, condNoise, settings.guidance), latent, s.alpha(t), s.alpha(s.previousTimestep(t)), s.predictionType);
   return { nullEmbedding: embedding, losses, threshold, next };
 }
 
-/** Null-text optimisation over all steps, from z_T down, warm-starting each step from the previous one. */
+/**
+ * Null-text optimisation over all steps, from z_T down, warm-starting each step from the previous one.
+ * The latent it ends on is the reconstruction: sampling again with the same embeddings would retrace it.
+ */
 export async function nullTextOptimization(
   run: Run,
   pivots: Float32Array[],
   cond: Float32Array,
   uncond: Float32Array,
   settings: NullTextSettings,
-): Promise<{ nullEmbeddings: Float32Array[]; records: StepRecord[] }> {
+): Promise<{ nullEmbeddings: Float32Array[]; records: StepRecord[]; reconstruction: Float32Array }> {
   const s = run.scheduler;
   const total = s.timesteps.length;
   const nullEmbeddings: Float32Array[] = [];
   const records: StepRecord[] = [];
   let latent = pivots[pivots.length - 1];
-  let embedding = uncond;
+  let embedding = settings.nullInit === "prompt" ? cond : uncond;
   for (let i = 0; i < total; i++) {
     const step = await nullTextStep(run, i, latent, pivots[pivots.length - 2 - i], cond, embedding, settings);
     nullEmbeddings.push(step.nullEmbedding);
@@ -218,7 +242,7 @@ export async function nullTextOptimization(
     embedding = step.nullEmbedding;
     run.progress({ phase: "optimize", step: i + 1, total, timestep: s.timesteps[i], record });
   }
-  return { nullEmbeddings, records };
+  return { nullEmbeddings, records, reconstruction: latent };
 }
 
 /** Direct Inversion (Ju et al.): per step, the pivot minus the guided step taken from the previous pivot. */

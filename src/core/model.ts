@@ -20,6 +20,8 @@ export interface OpenModelOptions extends BackendOptions {
   verifyHashes?: boolean;
 }
 
+const SMALL_UNET_BYTES = 32 * 1024 * 1024;
+
 export class Model {
   private readonly sessions = new Map<GraphName, Promise<GraphSession>>();
   private readonly ready = new Map<GraphName, GraphSession>();
@@ -112,6 +114,19 @@ export class Model {
     return session;
   }
 
+  /**
+   * Intra-op threads for every session: as asked, else one for a small UNet (under SMALL_UNET_BYTES), else
+   * ONNX Runtime's default (one per core). On shapes-tiny's 16x16 latents, splitting each op across threads
+   * costs more than it gains (one thread is ~8% faster there); on SD-sized UNets two threads are ~1.7x faster
+   * than one (bench/results/performance.md).
+   */
+  get intraOpThreads(): number {
+    if (this.options.threads && this.options.threads > 0) return this.options.threads;
+    const unet = this.manifest.graphs.unet;
+    const bytes = unet ? Object.entries(this.manifest.files).filter(([f]) => f.startsWith(path.posix.dirname(unet.file) + "/")).reduce((a, [, v]) => a + v.bytes, 0) : Infinity;
+    return bytes < SMALL_UNET_BYTES ? 1 : 0;
+  }
+
   /** Calls and seconds spent inside ONNX Runtime, per graph created so far. */
   runStats(): Partial<Record<GraphName, RunStats>> {
     const out: Partial<Record<GraphName, RunStats>> = {};
@@ -132,7 +147,7 @@ export class Model {
       throw new ModelError(`${path.join(this.dir, "nti.json")}: this model has no ${name} graph, which this mode needs (re-export without --skip-grad)`);
     }
     const file = path.join(this.dir, entry.file);
-    const session = await GraphSession.create(file, file, this.options);
+    const session = await GraphSession.create(file, file, { ...this.options, threads: this.intraOpThreads });
     checkSessionIo(file, entry, session);
     this.ready.set(name, session);
     return session;

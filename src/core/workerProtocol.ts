@@ -1,5 +1,6 @@
 /** Messages between a host (the extension, tests) and the engine running in a worker thread. */
 import type { InversionSettings, StepRecord } from "./artifact";
+import type { ScheduleName } from "./engine";
 import type { Progress } from "./inversion";
 import type { OpenModelOptions } from "./model";
 import type { AttentionData } from "./output";
@@ -11,6 +12,7 @@ export interface InvertJob {
   modelOptions?: OpenModelOptions;
   imagePath: string;
   prompt: string;
+  schedule?: ScheduleName;
   settings?: Partial<InversionSettings>;
   outDir: string;
   compareWithDdim?: boolean;

@@ -19,7 +19,10 @@ import {
   sampleStep,
 } from "../../src/core/inversion";
 import { modelOutputToRgb } from "../../src/core/image";
-import { TINY_MODEL, maxAbsError, relativeError, tinyFixtures } from "./helpers/fixtures";
+import { TINY_DIR, TINY_MODEL, maxAbsError, relativeError, tinyFixtures } from "./helpers/fixtures";
+import { readFileSync } from "node:fs";
+import * as path from "node:path";
+import { decodeSafetensors } from "../../src/core/safetensors";
 
 const fx = tinyFixtures();
 const S = fx.meta.settings.steps;
@@ -30,6 +33,8 @@ const settings = {
   learningRate: fx.meta.settings.lr,
   earlyStop: fx.meta.settings.early_stop,
   earlyStopSlope: fx.meta.settings.early_stop_slope,
+  innerLoop: "notebook" as const,
+  nullInit: "empty" as const,
 };
 
 let model: Model;
@@ -109,6 +114,44 @@ describe("null-text optimisation", () => {
     t.diagnostic(`whole run: reconstruction latent rel ${err.toExponential(2)}, worst null embedding abs ${embWorst.toExponential(2)}`);
     assert.ok(err < TOL.trajectory_latent_rel, `reconstruction latent error ${err}`);
   });
+});
+
+describe("null-text schedules (exporter/schedule_fixtures.py)", () => {
+  const info = JSON.parse(readFileSync(path.join(TINY_DIR, "schedule_fixtures.json"), "utf8"));
+  const file = readFileSync(path.join(TINY_DIR, "schedule_fixtures.safetensors"));
+  const { tensors } = decodeSafetensors(new Uint8Array(file.buffer, file.byteOffset, file.length));
+  for (const [name, variant] of Object.entries(info.variants as Record<string, any>)) {
+    const v = variant.settings;
+    test(`${name}: ${v.inner_loop} loop from the ${v.null_init} embedding, ${v.inner_steps} inner steps, early stop ${v.early_stop}`, async (t) => {
+      const pivots = Array.from({ length: S + 1 }, (_, i) => fx.row("pivots", i));
+      const counted = new Run(model, model.scheduler(S));
+      const nt = await nullTextOptimization(counted, pivots, fx.f32("cond_embedding"), fx.f32("uncond_embedding"), {
+        guidance: v.guidance,
+        innerSteps: v.inner_steps,
+        learningRate: v.lr,
+        earlyStop: v.early_stop,
+        earlyStopSlope: v.early_stop_slope,
+        innerLoop: v.inner_loop,
+        nullInit: v.null_init,
+      });
+      const expected: number[][] = variant.losses;
+      assert.deepEqual(nt.records.map((r) => r.losses.length), expected.map((l) => l.length), "inner iterations per step");
+      // Both count the cond pass and one forward + backward per gradient. After a notebook loop the reference
+      // runs the batch-2 pass whose cond half is already known; the engine runs only its uncond half. The
+      // lean loop adds no pass on either side.
+      assert.equal(counted.unetForward, variant.unet_forward - (v.inner_loop === "notebook" ? S : 0));
+      assert.equal(counted.unetBackward, variant.unet_backward);
+      const stackedNulls = (tensors[`${name}_null_embeddings`].data as Float32Array);
+      const rowLength = stackedNulls.length / S;
+      let embWorst = 0;
+      nt.nullEmbeddings.forEach((e, i) => (embWorst = Math.max(embWorst, maxAbsError(e, stackedNulls.subarray(i * rowLength, (i + 1) * rowLength)))));
+      const lossWorst = Math.max(...nt.records.map((r, i) => relativeError(r.losses, expected[i])));
+      const recErr = relativeError(nt.reconstruction, tensors[`${name}_final_latent`].data as Float32Array);
+      t.diagnostic(`loss rel ${lossWorst.toExponential(2)}, worst null embedding abs ${embWorst.toExponential(2)}, reconstruction latent rel ${recErr.toExponential(2)}`);
+      assert.ok(lossWorst < 1e-3, `loss error ${lossWorst}`);
+      assert.ok(recErr < TOL.trajectory_latent_rel, `reconstruction latent error ${recErr}`);
+    });
+  }
 });
 
 describe("sampling, NPI and Direct Inversion", () => {

@@ -13,7 +13,7 @@ export function fixtureArtifact(model: Model): InversionArtifact {
       version: 1,
       created: "2026-11-26T00:00:00.000Z",
       prompt: fx.meta.prompt,
-      settings: { method: "nulltext", steps: S, guidance: fx.meta.settings.guidance, innerSteps: 10, learningRate: 0.01, earlyStop: 1e-5, earlyStopSlope: 2e-5, pairing: "consistent" },
+      settings: { method: "nulltext", steps: S, guidance: fx.meta.settings.guidance, innerSteps: 10, learningRate: 0.01, earlyStop: 1e-5, earlyStopSlope: 2e-5, pairing: "consistent", innerLoop: "notebook", nullInit: "empty" },
       model: { id: model.id, manifestSha256: model.manifestSha256, dir: model.dir },
       source: { path: "fixture", sha256: "0".repeat(64), width: 64, height: 64 },
       steps: fx.meta.losses.map((losses, i) => ({ timestep: 0, losses, threshold: 1e-5 + i * 2e-5 })),
