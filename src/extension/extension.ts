@@ -7,6 +7,7 @@ import * as path from "node:path";
 import * as vscode from "vscode";
 import type { InversionMethod } from "../core/artifact";
 import { EngineClient } from "../core/engineClient";
+import type { ScheduleName } from "../core/engine";
 import type { Progress } from "../core/inversion";
 import type { InvertSummary } from "../core/workerProtocol";
 import { modelFolder, selectModel } from "./models";
@@ -94,8 +95,10 @@ function settings() {
     method: c.get<InversionMethod>("method", "nulltext"),
     steps: c.get<number>("steps", 50),
     guidance: c.get<number>("guidance", 7.5),
-    innerSteps: c.get<number>("innerSteps", 10),
-    earlyStop: c.get<number>("earlyStopTolerance", 1e-5),
+    schedule: c.get<ScheduleName>("schedule", "paper"),
+    // null: the schedule's own value
+    innerSteps: c.get<number | null>("innerSteps", null) ?? undefined,
+    earlyStop: c.get<number | null>("earlyStopTolerance", null) ?? undefined,
     threads: c.get<number>("threads", 0),
     outputFolder: c.get<string>("outputFolder", "nti-output"),
   };
@@ -143,7 +146,15 @@ async function invertImage(context: vscode.ExtensionContext, host: PanelHost, ur
     imagePath: image.fsPath,
     prompt,
     outDir,
-    settings: { method: s.method, steps: s.steps, guidance: s.guidance, innerSteps: s.innerSteps, earlyStop: s.earlyStop },
+    schedule: s.schedule,
+    settings: {
+      method: s.method,
+      steps: s.steps,
+      guidance: s.guidance,
+      innerSteps: s.innerSteps,
+      earlyStop: s.earlyStop,
+      earlyStopSlope: s.earlyStop === undefined ? undefined : 2 * s.earlyStop,
+    },
     withAttention: true,
   };
   log.appendLine(`invert ${job.imagePath} with "${prompt}" (model ${modelDir}, ${s.method}, ${s.steps} steps; output ${outDir})`);

@@ -36,6 +36,21 @@ test("invert --json on the bundled shapes-tiny model, then reconstruct from the 
   assert.ok(Math.abs(back.psnr - j.psnr) < 1e-6, "the artifact reproduces the same reconstruction");
 });
 
+test("invert --schedule fast: the lean loop from the prompt's embedding, fewer passes, flags over the schedule", () => {
+  const r = nti("invert", SAMPLE, "--prompt", PROMPT, "--steps", "20", "--schedule", "fast", "--lr", "0.02", "--out", path.join(dir, "fast"), "--json", "--no-ddim");
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.settings.innerLoop, "lean");
+  assert.equal(j.settings.nullInit, "prompt");
+  assert.equal(j.settings.innerSteps, 3);
+  assert.equal(j.settings.learningRate, 0.02);
+  assert.ok(j.iterationsPerStep.every((k: number) => k >= 1 && k <= 3));
+  const inner = j.iterationsPerStep.reduce((a: number, b: number) => a + b, 0);
+  assert.equal(j.unetCalls, 20 + 20 + inner, "inversion, the cond noise per step and the gradient calls: nothing else");
+  assert.ok(j.psnr > 25, `fast schedule PSNR ${j.psnr}`);
+  assert.ok(j.loadSeconds > 0 && j.peakRssMb > 0 && j.onnxSeconds <= j.seconds);
+});
+
 test("each method runs from the CLI", () => {
   for (const method of ["npi", "direct", "ddim"]) {
     const r = nti("invert", SAMPLE, "--prompt", PROMPT, "--method", method, "--steps", "10", "--model", TINY_MODEL, "--out", path.join(dir, method), "--json");
@@ -57,6 +72,8 @@ test("bad input: exit code 1, one line on stderr, no stack trace, nothing writte
     [["invert", SAMPLE, "--out", out], /needs --prompt/],
     [["invert", SAMPLE, "--prompt", PROMPT, "--steps", "many", "--out", out], /--steps needs a number/],
     [["invert", SAMPLE, "--prompt", PROMPT, "--method", "magic", "--out", out], /method "magic" is not one of/],
+    [["invert", SAMPLE, "--prompt", PROMPT, "--schedule", "quick", "--out", out], /schedule must be one of paper, fast/],
+    [["invert", SAMPLE, "--prompt", PROMPT, "--inner-loop", "eager", "--out", out], /inner loop must be one of notebook, lean/],
     [["invert", SAMPLE, "--prompt", PROMPT, "--frobnicate"], /Unknown option '--frobnicate'/],
     [["reconstruct", notImage], /not a valid inversion artifact/],
     [["dance"], /unknown command "dance"/],
@@ -69,7 +86,8 @@ test("bad input: exit code 1, one line on stderr, no stack trace, nothing writte
     assert.match(lines[0], pattern);
     assert.doesNotMatch(r.stderr, /\n\s+at /);
   }
-  assert.ok(!existsSync(out) || readdirSync(out).length === 0, "nothing written for failed runs");
+  // bad settings and prompts are refused before the output folder is made
+  assert.ok(!existsSync(out), "no output folder for failed runs");
   // the image is not touched
   assert.equal((await sharp(SAMPLE).metadata()).width, 256);
 });

@@ -29,5 +29,5 @@ test("package.json: nothing runs untrusted, activation only on the commands and 
   assert.deepEqual(commands, ["nullText.cancel", "nullText.editInversion", "nullText.invertImage", "nullText.openPanel", "nullText.revealOutput", "nullText.selectModel"]);
   assert.equal(pkg.contributes.customEditors[0].selector[0].filenamePattern, "*.nti");
   const settings = Object.keys(pkg.contributes.configuration.properties).sort();
-  assert.deepEqual(settings, ["nullText.earlyStopTolerance", "nullText.guidance", "nullText.innerSteps", "nullText.method", "nullText.modelFolder", "nullText.outputFolder", "nullText.steps", "nullText.threads"]);
+  assert.deepEqual(settings, ["nullText.earlyStopTolerance", "nullText.guidance", "nullText.innerSteps", "nullText.method", "nullText.modelFolder", "nullText.outputFolder", "nullText.schedule", "nullText.steps", "nullText.threads"]);
 });
