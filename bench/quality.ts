@@ -8,7 +8,6 @@
  *   npm run bench:quality -- [--scenes 50] [--model DIR] [--steps 50] [--blend-threshold 0.3]
  *       [--blend-by edited-words|source-attribute] [--name quality] [--keep DIR]
  */
-import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
@@ -16,23 +15,13 @@ import { parseArgs } from "node:util";
 import { METHODS } from "../src/core/artifact";
 import { Engine } from "../src/core/engine";
 import { savePng } from "../src/core/image";
-
-const ROOT = path.resolve(__dirname, "..");
+import { ROOT, python } from "./common";
 
 interface SetItem {
   id: number;
   source: string;
   prompt: string;
   edits: { type: string; prompt: string; blend: string[]; blend_source_attribute: string[] }[];
-}
-
-function python(args: string[]): string {
-  const env = spawnSync("bash", [path.join(ROOT, "scripts/python-env.sh")], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
-  if (env.status !== 0) throw new Error("could not set up the Python environment");
-  const py = env.stdout.trim();
-  const r = spawnSync(py, ["-m", ...args], { cwd: ROOT, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
-  if (r.status !== 0) throw new Error(`python -m ${args.join(" ")} failed`);
-  return r.stdout;
 }
 
 async function main(): Promise<void> {
