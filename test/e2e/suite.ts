@@ -122,6 +122,28 @@ test("a second inversion while one runs is refused; the first completes", async 
   assert((await outputFiles()).includes("one-shape.nti"), "the first inversion's artifact is missing");
 }, { timeoutMs: 120_000 });
 
+test("the fast schedule setting reaches the engine; the inner-steps setting overrides it", async () => {
+  const config = vscode.workspace.getConfiguration("nullText");
+  await config.update("steps", 10, vscode.ConfigurationTarget.Workspace);
+  await config.update("schedule", "fast", vscode.ConfigurationTarget.Workspace);
+  const image = vscode.Uri.joinPath(workspaceFolder().uri, "two-shapes.png");
+  const prompt = "a blue circle and a green square on a gray background";
+  try {
+    type Summary = { settings: { innerLoop: string; nullInit: string; innerSteps: number }; steps: { losses: number[] }[] };
+    const fast = (await vscode.commands.executeCommand(COMMAND, image, { prompt })) as Summary | undefined;
+    assert(fast, "the command returned no result");
+    const s = fast.settings;
+    assert(s.innerLoop === "lean" && s.nullInit === "prompt" && s.innerSteps === 3, `settings ${JSON.stringify(s)}`);
+    assert(fast.steps.every((r) => r.losses.length <= 3), "a step ran more than 3 iterations");
+    await config.update("innerSteps", 2, vscode.ConfigurationTarget.Workspace);
+    const two = (await vscode.commands.executeCommand(COMMAND, image, { prompt })) as Summary | undefined;
+    assert(two?.settings.innerSteps === 2 && two.settings.innerLoop === "lean", `settings ${JSON.stringify(two?.settings)}`);
+  } finally {
+    await config.update("schedule", undefined, vscode.ConfigurationTarget.Workspace);
+    await config.update("innerSteps", undefined, vscode.ConfigurationTarget.Workspace);
+  }
+}, { timeoutMs: 120_000 });
+
 export async function run(): Promise<void> {
   await runTests();
 }
