@@ -72,6 +72,16 @@ _SD_UNET = dict(
     norm_num_groups=32,
 )
 
+# CLIP ViT-L/14's text tower, as SD 1.x uses it.
+_SD15_TEXT = dict(
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    hidden_act="quick_gelu",
+    projection_dim=768,
+)
+
 ARCHITECTURES: dict[str, Architecture] = {
     "tiny": Architecture(
         name="tiny",
@@ -118,14 +128,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         prediction_type="epsilon",
         unet=_SD_UNET,
         vae=_SD_VAE,
-        text=dict(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            hidden_act="quick_gelu",
-            projection_dim=768,
-        ),
+        text=_SD15_TEXT,
     ),
     "sd15-256": Architecture(
         name="sd15-256",
@@ -134,14 +137,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         prediction_type="epsilon",
         unet={**_SD_UNET, "sample_size": 32, "block_out_channels": [64, 128, 256, 256]},
         vae={**_SD_VAE, "sample_size": 256, "block_out_channels": [32, 64, 128, 128]},
-        text=dict(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            hidden_act="quick_gelu",
-            projection_dim=768,
-        ),
+        text=_SD15_TEXT,
     ),
     "sd21": Architecture(
         name="sd21",

@@ -107,10 +107,7 @@ export class Engine {
 
   defaultSettings(schedule: ScheduleName = "paper"): InversionSettings {
     const d = this.model.manifest.defaults;
-    const fail = (msg: string): never => {
-      throw new SettingsError(msg);
-    };
-    if (!SCHEDULE_NAMES.includes(schedule)) fail(`schedule must be one of ${SCHEDULE_NAMES.join(", ")}, got ${schedule}`);
+    if (!SCHEDULE_NAMES.includes(schedule)) throw new SettingsError(`schedule must be one of ${SCHEDULE_NAMES.join(", ")}, got ${schedule}`);
     return {
       method: "nulltext",
       steps: d.inference_steps,
