@@ -482,8 +482,12 @@ class Reference:
             self.unet.set_attn_processor(dict(self._plain_processors))
 
     @torch.no_grad()
-    def edit(self, z_t, prompts: list[str], spec: EditSpec, nulls, offsets=None, map_resolution: int | None = None):
-        """Prompt-to-Prompt edit of [source, edits...]; returns (latents [K,...], controller)."""
+    def edit(self, z_t, prompts: list[str], spec: EditSpec, nulls, offsets=None, map_resolution: int | None = None,
+             conds: torch.Tensor | None = None, self_max_tokens: int | None = None):
+        """Prompt-to-Prompt edit of [source, edits...]; returns (latents [K,...], controller).
+
+        For diagnostics: `conds` replaces the prompts' embeddings, and `self_max_tokens` the size below which
+        self-attention is injected (default: every level but the finest, as the notebook does for SD)."""
         lay = self.layout(z_t.shape)
         latent_size = z_t.shape[-1]
         cross = {int(round(n ** 0.5)) for c, n in lay.values() if c}
@@ -491,12 +495,12 @@ class Reference:
             from .graphs import choose_map_resolution
 
             map_resolution = choose_map_resolution(cross, latent_size)
-        self_max = max(n for c, n in lay.values() if not c)
+        self_max = self_max_tokens or max(n for c, n in lay.values() if not c)
         ctl = P2PController(self.tokens, prompts, spec, self.s.steps, map_resolution ** 2, self_max, self.device)
         self.controller = ctl
         self.unet.set_attn_processor({n: _ControlledProcessor(self, n) for n in self._plain_processors})
         try:
-            latents = self.sample(z_t, self.encode_prompts(prompts), nulls, offsets)
+            latents = self.sample(z_t, self.encode_prompts(prompts) if conds is None else conds, nulls, offsets)
         finally:
             self.controller = None
             self.unet.set_attn_processor(dict(self._plain_processors))

@@ -123,3 +123,47 @@ def test_configs_match_brief():
     assert te.config.hidden_size == 128 and te.config.num_hidden_layers == 2 and te.config.num_attention_heads == 4
     assert unet.config.down_block_types[0] == "DownBlock2D" and unet.config.up_block_types[-1] == "UpBlock2D"
     assert len(vae.config.block_out_channels) == 3  # 64 -> 16
+
+
+def test_sd_layout_attends_at_the_finest_level():
+    unet = M.build_unet("sd")
+    assert unet.config.down_block_types[0] == "CrossAttnDownBlock2D"
+    assert unet.config.up_block_types[-1] == "CrossAttnUpBlock2D"
+    assert unet.config.down_block_types[-1] == "DownBlock2D"  # as SD 1.x: none at the coarsest level
+    assert 1_500_000 <= M.n_params(unet) <= 2_000_000
+
+
+def test_edit_diagnostics_on_a_trained_model(trained, tmp_path):
+    from exporter.shapes import edit_diagnostics as D
+
+    md, js = tmp_path / "D.md", tmp_path / "d.json"
+    D.main(["--model", str(trained), "--out", str(md), "--json", str(js), "--scenes", "1", "--steps", "4"])
+    s = json.loads(js.read_text())
+    row = s["rows"][0]
+    for name in D.VARIANTS:
+        assert name in md.read_text()
+        assert np.isfinite(row[name]["background_psnr"]) and 0 < row[name]["mask_coverage"] <= 1
+    assert row["no_blend"]["mask_coverage"] == 1.0
+    assert row["true_mask"]["mask_coverage"] < 1.0  # one object never fills the latent
+    first = md.read_text()
+    md.unlink()
+    D.main(["--model", str(trained), "--out", str(md), "--json", str(js), "--render-only"])
+    assert md.read_text() == first  # the markdown is a function of the JSON alone
+    split = row["attention"]["object"]
+    assert abs(split["start"] + split["words"] + split["end_and_padding"] - 1) < 1e-4  # softmax rows sum to 1
+
+
+def test_attention_split_and_latent_mask():
+    from exporter.shapes import edit_diagnostics as D
+
+    maps = np.zeros((2, 2, 77), np.float32)
+    maps[0, 0, 1] = 1.0  # the object cell looks at the first word
+    maps[0, 1:, 0] = maps[1, :, 0] = 1.0  # the others at the start token
+    objects = np.zeros((8, 8), bool)
+    objects[:4, :4] = True
+    split = D._attention_split(maps, n_words=3, objects=objects)
+    assert split["object"] == {"start": 0.0, "words": 1.0, "end_and_padding": 0.0}
+    assert split["background"]["start"] == 1.0
+    m = np.zeros((8, 8), bool)
+    m[0, 0] = True
+    assert D._latent_mask(m, 2).tolist() == [[1.0, 0.0], [0.0, 0.0]]
