@@ -28,14 +28,22 @@ UNET_CONFIG: dict[str, Any] = dict(
     sample_size=LATENT_SIZE,
     in_channels=4,
     out_channels=4,
-    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
     block_out_channels=[32, 64, 64],
     layers_per_block=1,
     cross_attention_dim=TEXT_HIDDEN,
     attention_head_dim=4,  # diffusers' legacy name: this is the number of heads (4 heads of 16 channels)
     norm_num_groups=8,
 )
+
+#: Where the UNet attends. "v1" is the shipped model's: attention at 8x8 and 4x4, none at the latent's own
+#: 16x16. "sd" follows SD 1.x's pattern over three levels: cross-attention at every level but the coarsest
+#: (16x16 and 8x8; the mid block too), so Prompt-to-Prompt controls the finest features as it does in SD.
+UNET_LAYOUTS: dict[str, dict[str, list[str]]] = {
+    "v1": dict(down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+               up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]),
+    "sd": dict(down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+               up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]),
+}
 
 TEXT_CONFIG: dict[str, Any] = dict(
     vocab_size=T.VOCAB_SIZE,
@@ -65,10 +73,10 @@ def build_vae(**over):
     return AutoencoderKL(**{**VAE_CONFIG, **over})
 
 
-def build_unet(**over):
+def build_unet(layout: str = "v1", **over):
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(**{**UNET_CONFIG, **over})
+    return UNet2DConditionModel(**{**UNET_CONFIG, **UNET_LAYOUTS[layout], **over})
 
 
 def build_text_encoder(**over):

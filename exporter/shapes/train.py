@@ -257,7 +257,7 @@ def _unet_batch(a, step: int, prompts, lat, sf: float, vae, dev):
 def train_unet(a, out: Path, dev: torch.device, vae, sf: float, pool, log: Logger, evlog: Logger):
     ck = out / "checkpoints" / "unet.pt"
     torch.manual_seed(a.seed + 1)
-    unet = M.build_unet(sample_size=a.image_size // 4).to(dev)
+    unet = M.build_unet(a.unet_layout, sample_size=a.image_size // 4).to(dev)
     te = M.build_text_encoder().to(dev)
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.999), weight_decay=0.01)
@@ -422,6 +422,8 @@ def parse_args(argv=None):
     g.add_argument("--vae-kl", type=float, default=1e-6, help="weight of KL (summed over latent) / pixels")
     g.add_argument("--vae-eval", type=int, default=256, help="held-out scenes for the PSNR check")
     g = ap.add_argument_group("unet + text encoder")
+    g.add_argument("--unet-layout", default="v1", choices=sorted(M.UNET_LAYOUTS),
+                   help="where the UNet attends (see exporter/shapes/models.py); v1 is the shipped model's")
     g.add_argument("--unet-steps", type=int, default=8000)
     g.add_argument("--batch", type=int, default=64)
     g.add_argument("--lr", type=float, default=8e-4)
@@ -459,7 +461,7 @@ def main(argv=None):
               if k not in ("out", "until", "threads", "device", "log_every", "ckpt_every", "vae_eval")
               and not k.startswith("eval")}
     if args_path.exists():
-        old = json.loads(args_path.read_text())
+        old = {"unet_layout": "v1", **json.loads(args_path.read_text())}  # runs from before the option
         diff = {k: (old.get(k), v) for k, v in recipe.items() if old.get(k) != v}
         if diff:
             raise SystemExit(f"{out} holds a run with other settings {diff}; use another --out or delete it")
