@@ -36,7 +36,7 @@ VARIANTS = {
     "threshold_0.5": "blend threshold 0.5",
     "threshold_0.7": "blend threshold 0.7",
     "true_mask": "the true change mask (latent cells the edit touches) in place of the attention mask",
-    "frozen_padding": "the edit prompt's end/padding embeddings replaced by the source's",
+    "frozen_padding": "the edit prompt's padding embeddings (after its end token) replaced by the source's",
     "self_every_level": "self-attention injected at every level, for 80% of the steps",
     "npi_nulls": "NPI's null embeddings (the source prompt) in place of null-text's",
 }
