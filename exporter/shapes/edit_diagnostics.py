@@ -13,8 +13,6 @@ words, end/padding tokens) on object and background cells, and how far the optim
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch.nn.functional as F
 
 from ..export import load_diffusers
 from ..reference import EditSpec, Reference, Settings, psnr
+from . import outputs as O
 from . import scenes as S
 
 BACKGROUND_BAR_DB = 25.0
@@ -121,7 +120,7 @@ def summarise(rows: list[dict]) -> dict:
     def mean(get):
         return float(np.nanmean([get(r) for r in rows]))
 
-    variants = {name: {k: mean(lambda r, k=k: r[name][k]) for k in ("background_psnr", "colour_right",
+    variants = {name: {k: mean(lambda r, n=name, k=k: r[n][k]) for k in ("background_psnr", "colour_right",
                                                                       "mask_coverage")}
                 for name in VARIANTS}
     attention = {where: {k: mean(lambda r, w=where, k=k: r["attention"][w][k])
@@ -205,19 +204,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m exporter.shapes.edit_diagnostics", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, type=Path, help="trained diffusers-style folder")
-    ap.add_argument("--out", required=True, type=Path, help="markdown to write")
-    ap.add_argument("--json", type=Path, help="also write the numbers, per scene, as JSON")
+    O.add_output_args(ap, "markdown")
     ap.add_argument("--scenes", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps (REPORT.md uses 50)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--render-only", action="store_true",
-                    help="measure nothing: write --out again from the numbers in --json (after a text change)")
     args = ap.parse_args(argv)
     if args.render_only:
-        if args.json is None:
-            ap.error("--render-only reads the numbers from --json")
-        s = json.loads(args.json.read_text())
+        s = O.saved_summary(ap, args)
         args.out.write_text(markdown(s, s["run"]["command"]))
         return 0
     torch.manual_seed(args.seed)
@@ -230,17 +224,12 @@ def main(argv=None) -> int:
         print(f"scene {i + 1}/{args.scenes}: " + ", ".join(f"{n} {r[n]['background_psnr']:.1f}" for n in VARIANTS),
               file=sys.stderr, flush=True)
     s = summarise(rows)
-    command = "python -m exporter.shapes.edit_diagnostics " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = O.command_line("exporter.shapes.edit_diagnostics", argv)
     s["steps"] = args.steps
     s["run"] = {"command": command, "device": args.device, "torch": torch.__version__,
                 "wall_s": time.perf_counter() - t0}
-    for path in (args.out, args.json):
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown(s, command))
-    if args.json:
-        args.json.write_text(json.dumps(s, indent=2) + "\n")
+    O.make_parents(args)
+    O.write(args, markdown(s, command), s)
     print(args.out.read_text())
     return 0
 

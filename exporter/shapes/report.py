@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from ..export import load_diffusers
 from ..reference import EditSpec, Reference, Settings, psnr
+from . import outputs as O
 from . import sample as SP
 from . import scenes as S
 
@@ -239,36 +239,27 @@ def markdown(summary: dict, command: str, model_dir: Path, device: str) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m exporter.shapes.report", description=__doc__)
     ap.add_argument("--model", required=True, type=Path, help="trained diffusers-style folder")
-    ap.add_argument("--out", required=True, type=Path, help="REPORT.md to write")
-    ap.add_argument("--json", type=Path, help="also write the numbers, per scene, as JSON")
+    O.add_output_args(ap, "REPORT.md")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--scenes", type=int, default=50)
     ap.add_argument("--prompts", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="processes sharing the scenes (several fit on a GPU)")
-    ap.add_argument("--render-only", action="store_true",
-                    help="measure nothing: write --out again from the numbers in --json (after a text change)")
     args = ap.parse_args(argv)
     if args.render_only:
-        if args.json is None:
-            ap.error("--render-only reads the numbers from --json")
-        summary = json.loads(args.json.read_text())
+        summary = O.saved_summary(ap, args)
         run = summary["run"]
         args.out.write_text(markdown(summary, run["command"], Path(run["model"]), run["device"]))
         return 0
-    for path in (args.out, args.json):
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+    O.make_parents(args)
     progress = args.json.with_suffix(".progress.jsonl") if args.json else None
     t0 = time.perf_counter()
     summary = measure(args.model, args.device, args.scenes, args.prompts, args.seed, progress, args.workers)
-    command = "python -m exporter.shapes.report " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = O.command_line("exporter.shapes.report", argv)
     summary["run"] = {"command": command, "model": str(args.model), "device": args.device,
                       "torch": torch.__version__, "machine": platform.machine(), "workers": args.workers,
                       "threads": torch.get_num_threads(), "wall_s": time.perf_counter() - t0}
-    args.out.write_text(markdown(summary, command, args.model, args.device))
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    O.write(args, markdown(summary, command, args.model, args.device), summary)
     print(args.out.read_text())
     return 0
 
