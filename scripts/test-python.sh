@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="$(bash scripts/python-env.sh)"
-if [ "$#" -eq 0 ]; then set -- -m "not slow"; fi
+# Extra arguments (-q, -x, -k ...) keep the slow cases out unless they choose their own marker (-m).
+case " $* " in *" -m "*) ;; *) set -- -m "not slow" "$@" ;; esac
 exec "$PYTHON" -m pytest exporter/tests -q -p no:cacheprovider "$@"
