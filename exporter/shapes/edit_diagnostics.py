@@ -25,6 +25,7 @@ from ..export import load_diffusers
 from ..reference import EditSpec, Reference, Settings, psnr
 from . import outputs as O
 from . import scenes as S
+from .report import colour_swap_case
 
 BACKGROUND_BAR_DB = 25.0
 
@@ -71,11 +72,8 @@ def scene_row(ref: Reference, scene: S.Scene, index: int, seed: int) -> dict:
     cond, uncond = ref.encode_prompts([prompt]), ref.encode_prompts([""])
     pivots = ref.ddim_inversion(ref.image_to_latent(image), cond)
     nt = ref.null_text(pivots, cond, uncond)
-    edit = S.colour_swap(scene, np.random.default_rng([seed, index]))
-    changed = next(i for i, (a, b) in enumerate(zip(scene.objects, edit.edited_scene.objects)) if a != b)
-    obj = edit.edited_scene.objects[changed]
-    truth = S.render(edit.edited_scene)
-    outside = ~edit.change_mask
+    case = colour_swap_case(scene, np.random.default_rng([seed, index]))
+    edit, obj, truth, outside = case
     prompts = [edit.source_prompt, edit.edited_prompt]
     conds = ref.encode_prompts(prompts)
     n_words = len(edit.source_prompt.split(" "))
@@ -99,9 +97,7 @@ def scene_row(ref: Reference, scene: S.Scene, index: int, seed: int) -> dict:
     for name, (spec, nulls, extra) in runs.items():
         latents, ctl = ref.edit(z_t, prompts, spec, nulls, **extra)
         out = ref.latent_to_image(latents[1:2])[0]
-        pred = S.classify(out, mask=edit.change_mask)
-        row[name] = {"background_psnr": psnr(out, truth, outside),
-                     "colour_right": bool(pred is not None and pred.colour == obj.colour),
+        row[name] = {"background_psnr": psnr(out, truth, outside), "colour_right": case.colour_right(out),
                      "mask_coverage": float(ctl.mask_history[-1].mean()) if ctl.mask_history else 1.0}
         if name == "report":
             maps = ctl.average_maps()[0].cpu().numpy()  # source branch [r, r, 77]

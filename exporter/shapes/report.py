@@ -17,6 +17,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -61,19 +62,33 @@ def _reconstruct(ref: Reference, image: np.ndarray, prompt: str) -> dict:
             "nulltext_final_loss": nt.losses[-1][-1]}
 
 
-def _colour_swap(ref: Reference, scene: S.Scene, rec: dict, rng: np.random.Generator) -> dict:
+class ColourSwapCase(NamedTuple):
+    edit: S.Edit
+    obj: S.Obj  # the recoloured object, as in the edited scene
+    truth: np.ndarray  # the edited scene rendered
+    outside: np.ndarray  # bool [H, W]: the pixels the edit must leave alone
+
+    def colour_right(self, image: np.ndarray) -> bool:
+        pred = S.classify(image, mask=self.edit.change_mask)
+        return bool(pred is not None and pred.colour == self.obj.colour)
+
+
+def colour_swap_case(scene: S.Scene, rng: np.random.Generator) -> ColourSwapCase:
+    """The report's colour swap of `scene` with what judging it needs."""
     edit = S.colour_swap(scene, rng)
     changed = next(i for i, (a, b) in enumerate(zip(scene.objects, edit.edited_scene.objects)) if a != b)
-    obj = edit.edited_scene.objects[changed]
-    word = obj.shape
+    return ColourSwapCase(edit, edit.edited_scene.objects[changed], S.render(edit.edited_scene), ~edit.change_mask)
+
+
+def _colour_swap(ref: Reference, scene: S.Scene, rec: dict, rng: np.random.Generator) -> dict:
+    case = colour_swap_case(scene, rng)
+    edit, truth, outside = case.edit, case.truth, case.outside
+    word = case.obj.shape
     spec = EditSpec("replace", blend_words=[[word], [word]])
     latents, ctl = ref.edit(rec["pivots"][-1], [edit.source_prompt, edit.edited_prompt], spec, rec["nulls"])
     image = ref.latent_to_image(latents[1:2])[0]
-    truth = S.render(edit.edited_scene)
-    pred = S.classify(image, mask=edit.change_mask)
-    outside = ~edit.change_mask
     return {"source": edit.source_prompt, "edited": edit.edited_prompt,
-            "colour_right": bool(pred is not None and pred.colour == obj.colour),
+            "colour_right": case.colour_right(image),
             "background_psnr": psnr(image, truth, outside), "edit_psnr": psnr(image, truth),
             # what local blend could keep at best: the null-text reconstruction's own background
             "reconstruction_background_psnr": psnr(rec["images"]["nulltext"], truth, outside),
