@@ -109,6 +109,8 @@ def scene_row(ref: Reference, scene: S.Scene, index: int, seed: int) -> dict:
     unorm = float(uncond.norm())
     row["null_drift"] = float((nt.null_embeddings[-1] - uncond).norm()) / unorm
     row["prompt_distance"] = float((cond - uncond).norm()) / unorm
+    tail = slice(len(prompt.split(" ")) + 1, None)  # the end token and the padding after it
+    row["tail_distance"] = float((cond[0, tail] - uncond[0, tail]).norm() / uncond[0, tail].norm())
     return row
 
 
@@ -125,11 +127,13 @@ def summarise(rows: list[dict]) -> dict:
             "reconstruction_background_psnr": mean(lambda r: r["reconstruction_background_psnr"]),
             "blend_word_map_min_over_max": mean(lambda r: r["blend_word_map_min_over_max"]),
             "null_drift": mean(lambda r: r["null_drift"]), "prompt_distance": mean(lambda r: r["prompt_distance"]),
+            "tail_distance": mean(lambda r: r["tail_distance"]),
             "rows": rows}
 
 
 def markdown(s: dict, command: str) -> str:
     v, a = s["variants"], s["attention"]
+    flat = s["blend_word_map_min_over_max"]
     lines = [
         "# shapes-tiny: why the colour swap moves the background",
         "",
@@ -164,10 +168,18 @@ def markdown(s: dict, command: str) -> str:
         lines.append(f"| {where} | {x['start']:.3f} | {x['words']:.3f} | {x['end_and_padding']:.3f} |")
     lines += [
         "",
-        f"- The object word's map is flat: its smallest value is {s['blend_word_map_min_over_max']:.2f} of its "
-        "largest (the mask threshold is 0.3 of the largest).",
-        "- The end and padding tokens carry the whole sentence (the text encoder is causal), so changing one word "
-        "changes what every cell reads from them.",
+        f"- The object word's map: its smallest value is {flat:.2f} of its largest; the mask threshold is 0.3 of "
+        "the largest, so " + ("the mask takes in every cell (the map is flat)." if flat >= 0.3 else
+                              "the mask can leave cells out."),
+    ]
+    if s.get("tail_distance") is not None:  # measured since the --tail-tie training option
+        td = s["tail_distance"]
+        lines.append(
+            f"- The text encoder's end and padding embeddings are {td:.2f} of their norm away from the empty "
+            "prompt's: " + ("they carry the sentence (the encoder is causal), so changing one word changes what "
+                            "every cell reads there." if td > 0.1 else
+                            "nearly the same for every prompt, so the sentence reaches the UNet through the words."))
+    lines += [
         f"- The optimised null embedding ends {s['null_drift']:.2f} of the empty prompt's norm away from it; the "
         f"prompt embedding is {s['prompt_distance']:.2f} away.",
         "",

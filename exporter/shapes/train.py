@@ -88,7 +88,10 @@ class Logger:
 
     def __init__(self, path: Path, fields: list[str]):
         self.path, self.fields = path, fields
-        if not path.exists():
+        if path.exists():  # a resumed run keeps the columns it started with
+            with path.open() as f:
+                self.fields = next(csv.reader(f), fields)
+        else:
             with path.open("w", newline="") as f:
                 csv.writer(f).writerow(fields)
 
@@ -254,6 +257,28 @@ def _unet_batch(a, step: int, prompts, lat, sf: float, vae, dev):
     return z, torch.from_numpy(T.encode_batch(ps)).to(dev)
 
 
+def tail_mask(ids: torch.Tensor) -> torch.Tensor:
+    """(batch, 77) bool: the positions from each row's end token on (the end token and the padding after it)."""
+    pos = torch.arange(ids.shape[1], device=ids.device)
+    end = (ids == T.EOS_ID).int().argmax(1)  # the first EOS; the start token is never EOS
+    return pos[None] >= end[:, None]
+
+
+def tie_tail(ctx: torch.Tensor, ctx_empty: torch.Tensor, ids: torch.Tensor):
+    """(what the UNet reads, tie loss) for --tail-tie.
+
+    CLIP's text encoder is causal, so its end token and the padding after it see the whole sentence; a UNet
+    trained on them reads the content from there, everywhere in the image, and Prompt-to-Prompt's word maps
+    go flat. Here the UNet reads the empty prompt's embeddings at those positions (the same for every prompt,
+    since padding is the end token as in SD 1.x), so it must read the content from the words; the tie loss
+    pulls the text encoder's own tail onto the empty prompt's, so that at inference, where nothing is
+    replaced, the UNet gets what it was trained on and the model folder's contract is unchanged."""
+    tail = tail_mask(ids)[..., None]
+    target = ctx_empty.expand_as(ctx)
+    tie = ((ctx - target.detach()) ** 2 * tail).sum() / (tail.sum() * ctx.shape[-1])
+    return torch.where(tail, target, ctx), tie
+
+
 def train_unet(a, out: Path, dev: torch.device, vae, sf: float, pool, log: Logger, evlog: Logger):
     ck = out / "checkpoints" / "unet.pt"
     torch.manual_seed(a.seed + 1)
@@ -264,6 +289,7 @@ def train_unet(a, out: Path, dev: torch.device, vae, sf: float, pool, log: Logge
     ema = EMA(params, a.ema)
     sched = M.ddpm_scheduler()
     acp = sched.alphas_cumprod.to(dev)
+    empty_ids = torch.from_numpy(T.encode_batch([""])).to(dev)
     step, elapsed = 0, 0.0
     if ck.exists():
         st = torch.load(ck, map_location=dev, weights_only=False)
@@ -292,19 +318,23 @@ def train_unet(a, out: Path, dev: torch.device, vae, sf: float, pool, log: Logge
         ac = acp[t].view(-1, 1, 1, 1)
         noisy = ac.sqrt() * z + (1 - ac).sqrt() * noise  # == DDPMScheduler.add_noise
         ctx = te(ids)[0]
+        tie = None
+        if a.tail_tie:
+            ctx, tie = tie_tail(ctx, te(empty_ids)[0], ids)
         pred = unet(noisy, t, encoder_hidden_states=ctx).sample
         loss = F.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + a.tail_tie * tie if tie is not None else loss).backward()
         gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         ema.update(params)
         step += 1
         rows.append(dict(stage="unet", step=step, loss=loss.item(), grad_norm=float(gn), lr=lr,
-                         elapsed_s=time.time() - t0 - eval_s))
+                         elapsed_s=time.time() - t0 - eval_s, tail_tie=tie.item() if tie is not None else ""))
         if step % a.log_every == 0 or step == stop:
             recent = np.mean([r["loss"] for r in rows[-a.log_every:]])
-            print(f"[unet] {step}/{a.unet_steps} loss {recent:.4f} lr {lr:.2e} "
+            tied = f" tail-tie {np.mean([r['tail_tie'] for r in rows[-a.log_every:]]):.2e}" if a.tail_tie else ""
+            print(f"[unet] {step}/{a.unet_steps} loss {recent:.4f}{tied} lr {lr:.2e} "
                   f"{rows[-1]['elapsed_s'] / max(1, step):.3f}s/step", flush=True)
         if step % a.ckpt_every == 0 or step == stop:
             log.write(rows)
@@ -424,6 +454,10 @@ def parse_args(argv=None):
     g = ap.add_argument_group("unet + text encoder")
     g.add_argument("--unet-layout", default="v1", choices=sorted(M.UNET_LAYOUTS),
                    help="where the UNet attends (see exporter/shapes/models.py); v1 is the shipped model's")
+    g.add_argument("--tail-tie", type=float, default=0.0,
+                   help="the UNet reads the empty prompt's embeddings from the end token on, and the text encoder "
+                        "is pulled there with this weight, so content comes from the words (0: off, the shipped "
+                        "v1 recipe; see tie_tail)")
     g.add_argument("--unet-steps", type=int, default=8000)
     g.add_argument("--batch", type=int, default=64)
     g.add_argument("--lr", type=float, default=8e-4)
@@ -461,14 +495,15 @@ def main(argv=None):
               if k not in ("out", "until", "threads", "device", "log_every", "ckpt_every", "vae_eval")
               and not k.startswith("eval")}
     if args_path.exists():
-        old = {"unet_layout": "v1", **json.loads(args_path.read_text())}  # runs from before the option
+        old = {"unet_layout": "v1", "tail_tie": 0.0, **json.loads(args_path.read_text())}  # runs from before them
         diff = {k: (old.get(k), v) for k, v in recipe.items() if old.get(k) != v}
         if diff:
             raise SystemExit(f"{out} holds a run with other settings {diff}; use another --out or delete it")
     else:
         args_path.write_text(json.dumps(recipe, indent=2))
     T0 = time.time()
-    log = Logger(out / "losses.csv", ["stage", "step", "loss", "l1", "l2", "kl", "grad_norm", "lr", "elapsed_s"])
+    log = Logger(out / "losses.csv", ["stage", "step", "loss", "l1", "l2", "kl", "grad_norm", "lr", "elapsed_s",
+                                          "tail_tie"])
     evlog = Logger(out / "eval.csv", ["stage", "step", "n", "steps", "guidance", "seed", "accuracy", "per_object",
                                       "colour_accuracy", "shape_accuracy", "background_accuracy", "seconds"])
 

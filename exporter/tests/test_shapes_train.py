@@ -1,10 +1,12 @@
 """Smoke test of the shapes-tiny training script: a handful of steps of each stage, folder loads back."""
 
+import csv
 import json
 
 import numpy as np
 import pytest
 import torch
+from transformers import CLIPTextModel
 
 from exporter.shapes import models as M
 from exporter.shapes import sample as SP
@@ -167,3 +169,39 @@ def test_attention_split_and_latent_mask():
     m = np.zeros((8, 8), bool)
     m[0, 0] = True
     assert D._latent_mask(m, 2).tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+def test_tail_tie_replaces_the_tail_and_measures_its_distance():
+    ids = torch.from_numpy(T.encode_batch(["a red circle on a white background", ""]))
+    tail = train.tail_mask(ids)
+    assert tail[0].int().argmax().item() == 8  # [start, 7 words, end ...]: the end token is position 8
+    assert tail[1].int().argmax().item() == 1 and tail[1, 1:].all() and not tail[:, 0].any()
+    torch.manual_seed(0)
+    ctx, empty = torch.randn(2, 77, 5), torch.randn(1, 77, 5)
+    ctx[1] = empty[0]  # a dropped prompt is the empty prompt
+    seen, tie = train.tie_tail(ctx, empty, ids)
+    assert torch.equal(seen[0, :8], ctx[0, :8]) and torch.equal(seen[:, 8:], empty.expand(2, -1, -1)[:, 8:])
+    expected = ((ctx[0, 8:] - empty[0, 8:]) ** 2).sum() / ((69 + 76) * 5)  # the empty row adds nothing but count
+    assert torch.allclose(tie, expected)
+
+
+def test_tail_tie_training_pulls_the_tail_onto_the_empty_prompts(tmp_path):
+    """With --tail-tie the saved text encoder's tail moves towards the empty prompt's, and the loss is logged."""
+    out = tmp_path / "tied"
+    train.main(["--out", str(out), *TINY, "--eval-prompts", "0", "--tail-tie", "1", "--lr", "1e-2",
+                "--unet-steps", "30", "--ema", "0"])
+    ids = torch.from_numpy(T.encode_batch(["a red circle on a white background", ""]))
+
+    def tail_gap(model):
+        with torch.no_grad():
+            h = model(ids)[0]
+        return float((h[0, 8:] - h[1, 8:]).norm() / h[1, 8:].norm())
+
+    torch.manual_seed(1)  # train_unet seeds with seed + 1, then builds the UNet and the text encoder
+    M.build_unet()
+    before = tail_gap(M.build_text_encoder())
+    after = tail_gap(CLIPTextModel.from_pretrained(out / "text_encoder"))
+    assert after < 0.5 * before, (before, after)
+    with (out / "losses.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["stage"] == "unet"]
+    assert len(rows) == 30 and all(float(r["tail_tie"]) >= 0 for r in rows)
