@@ -35,6 +35,7 @@ VARIANTS = {
     "no_blend": "no local blend",
     "threshold_0.5": "blend threshold 0.5",
     "threshold_0.7": "blend threshold 0.7",
+    "swapped_words": "blend on the swapped colour words (as the notebook's word swaps do) instead of the object word",
     "true_mask": "the true change mask (latent cells the edit touches) in place of the attention mask",
     "frozen_padding": "the edit prompt's padding embeddings (after its end token) replaced by the source's",
     "self_every_level": "self-attention injected at every level, for 80% of the steps",
@@ -74,6 +75,7 @@ def scene_row(ref: Reference, scene: S.Scene, index: int, seed: int) -> dict:
     nt = ref.null_text(pivots, cond, uncond)
     case = colour_swap_case(scene, np.random.default_rng([seed, index]))
     edit, obj, truth, outside = case
+    old = next(o for o, e in zip(scene.objects, edit.edited_scene.objects) if o != e)
     prompts = [edit.source_prompt, edit.edited_prompt]
     conds = ref.encode_prompts(prompts)
     n_words = len(edit.source_prompt.split(" "))
@@ -86,6 +88,7 @@ def scene_row(ref: Reference, scene: S.Scene, index: int, seed: int) -> dict:
         "no_blend": (EditSpec("replace"), nt.null_embeddings, {}),
         "threshold_0.5": (EditSpec("replace", blend_words=blend, blend_threshold=0.5), nt.null_embeddings, {}),
         "threshold_0.7": (EditSpec("replace", blend_words=blend, blend_threshold=0.7), nt.null_embeddings, {}),
+        "swapped_words": (EditSpec("replace", blend_words=[[old.colour], [obj.colour]]), nt.null_embeddings, {}),
         "true_mask": (EditSpec("replace", user_mask=_latent_mask(edit.change_mask, z_t.shape[-1]),
                                user_mask_mode="replace"), nt.null_embeddings, {}),
         "frozen_padding": (EditSpec("replace", blend_words=blend), nt.null_embeddings, {"conds": frozen}),
