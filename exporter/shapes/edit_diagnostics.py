@@ -4,10 +4,12 @@
 
 REPORT.md's colour swap (Prompt-to-Prompt replace, local blend on the object word, null-text inversion with
 the paper schedule, w = 7.5) is run again on validation scenes (another seed than REPORT.md's held-out
-scenes), then once per variant that changes one part of it: the local-blend threshold, the true change mask
-in place of the attention mask, the edit prompt's padding embeddings, self-attention injection at every
-level, NPI's null embeddings. Also measured: where the source branch's cross-attention goes (start token,
-words, end/padding tokens) on object and background cells, and how far the optimised null embedding moves.
+scenes), then once per variant that changes one part of it: the local-blend threshold, the blend words (the
+swapped colour words), the true change mask in place of the attention mask, the edit prompt's padding
+embeddings, self-attention injection at every level, NPI's null embeddings. Also measured: where the source
+branch's cross-attention goes (start token, words, end/padding tokens) on object and background cells, how far
+the text encoder's end/padding embeddings are from the empty prompt's, and how far the optimised null
+embedding moves.
 """
 
 from __future__ import annotations

@@ -272,7 +272,11 @@ def tie_tail(ctx: torch.Tensor, ctx_empty: torch.Tensor, ids: torch.Tensor):
     go flat. Here the UNet reads the empty prompt's embeddings at those positions (the same for every prompt,
     since padding is the end token as in SD 1.x), so it must read the content from the words; the tie loss
     pulls the text encoder's own tail onto the empty prompt's, so that at inference, where nothing is
-    replaced, the UNet gets what it was trained on and the model folder's contract is unchanged."""
+    replaced, the UNet gets what it was trained on and the model folder's contract is unchanged.
+
+    Measured at full length (CHANGELOG): the attention moves onto the words, but the object word's map stays
+    flat and a changed word, which changes every later word's embedding, moves the background more; so this is
+    an option, off in the shipped recipe."""
     tail = tail_mask(ids)[..., None]
     target = ctx_empty.expand_as(ctx)
     tie = ((ctx - target.detach()) ** 2 * tail).sum() / (tail.sum() * ctx.shape[-1])
@@ -503,7 +507,7 @@ def main(argv=None):
         args_path.write_text(json.dumps(recipe, indent=2))
     T0 = time.time()
     log = Logger(out / "losses.csv", ["stage", "step", "loss", "l1", "l2", "kl", "grad_norm", "lr", "elapsed_s",
-                                          "tail_tie"])
+                                      "tail_tie"])
     evlog = Logger(out / "eval.csv", ["stage", "step", "n", "steps", "guidance", "seed", "accuracy", "per_object",
                                       "colour_accuracy", "shape_accuracy", "background_accuracy", "seconds"])
 
