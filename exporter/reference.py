@@ -277,6 +277,10 @@ class P2PController:
         self.mask_history.append(mask[1:])
         return x_t[:1] + mask * (x_t - x_t[:1])
 
+    def mask_share(self) -> float:
+        """Share of the latent inside the last blend mask (1.0 without one: nothing of the source is kept)."""
+        return float(self.mask_history[-1].mean()) if self.mask_history else 1.0
+
     def average_maps(self) -> torch.Tensor:
         r = int(round(self.map_tokens ** 0.5))
         return (self.store_sum / max(self.cur_step, 1)).reshape(self.k, r, r, MAX_TOKENS)

@@ -76,8 +76,7 @@ def scene_row(ref: Reference, scene: S.Scene, index: int, seed: int) -> dict:
     pivots = ref.ddim_inversion(ref.image_to_latent(image), cond)
     nt = ref.null_text(pivots, cond, uncond)
     case = colour_swap_case(scene, np.random.default_rng([seed, index]))
-    edit, obj, truth, outside = case
-    old = next(o for o, e in zip(scene.objects, edit.edited_scene.objects) if o != e)
+    edit, obj, truth, outside = case.edit, case.obj, case.truth, case.outside
     prompts = [edit.source_prompt, edit.edited_prompt]
     conds = ref.encode_prompts(prompts)
     n_words = len(edit.source_prompt.split(" "))
@@ -90,7 +89,8 @@ def scene_row(ref: Reference, scene: S.Scene, index: int, seed: int) -> dict:
         "no_blend": (EditSpec("replace"), nt.null_embeddings, {}),
         "threshold_0.5": (EditSpec("replace", blend_words=blend, blend_threshold=0.5), nt.null_embeddings, {}),
         "threshold_0.7": (EditSpec("replace", blend_words=blend, blend_threshold=0.7), nt.null_embeddings, {}),
-        "swapped_words": (EditSpec("replace", blend_words=[[old.colour], [obj.colour]]), nt.null_embeddings, {}),
+        "swapped_words": (EditSpec("replace", blend_words=[[case.source_obj.colour], [obj.colour]]),
+                          nt.null_embeddings, {}),
         "true_mask": (EditSpec("replace", user_mask=_latent_mask(edit.change_mask, z_t.shape[-1]),
                                user_mask_mode="replace"), nt.null_embeddings, {}),
         "frozen_padding": (EditSpec("replace", blend_words=blend), nt.null_embeddings, {"conds": frozen}),
@@ -103,7 +103,7 @@ def scene_row(ref: Reference, scene: S.Scene, index: int, seed: int) -> dict:
         latents, ctl = ref.edit(z_t, prompts, spec, nulls, **extra)
         out = ref.latent_to_image(latents[1:2])[0]
         row[name] = {"background_psnr": psnr(out, truth, outside), "colour_right": case.colour_right(out),
-                     "mask_coverage": float(ctl.mask_history[-1].mean()) if ctl.mask_history else 1.0}
+                     "mask_coverage": ctl.mask_share()}
         if name == "report":
             maps = ctl.average_maps()[0].cpu().numpy()  # source branch [r, r, 77]
             row["attention"] = _attention_split(maps, n_words, np.any(S.object_masks(scene), axis=0))
@@ -114,7 +114,7 @@ def scene_row(ref: Reference, scene: S.Scene, index: int, seed: int) -> dict:
     unorm = float(uncond.norm())
     row["null_drift"] = float((nt.null_embeddings[-1] - uncond).norm()) / unorm
     row["prompt_distance"] = float((cond - uncond).norm()) / unorm
-    tail = slice(len(prompt.split(" ")) + 1, None)  # the end token and the padding after it
+    tail = slice(n_words + 1, None)  # the end token and the padding after it
     row["tail_distance"] = float((cond[0, tail] - uncond[0, tail]).norm() / uncond[0, tail].norm())
     return row
 

@@ -65,6 +65,7 @@ def _reconstruct(ref: Reference, image: np.ndarray, prompt: str) -> dict:
 class ColourSwapCase(NamedTuple):
     edit: S.Edit
     obj: S.Obj  # the recoloured object, as in the edited scene
+    source_obj: S.Obj  # the same object before the swap
     truth: np.ndarray  # the edited scene rendered
     outside: np.ndarray  # bool [H, W]: the pixels the edit must leave alone
 
@@ -77,7 +78,8 @@ def colour_swap_case(scene: S.Scene, rng: np.random.Generator) -> ColourSwapCase
     """The report's colour swap of `scene` with what judging it needs."""
     edit = S.colour_swap(scene, rng)
     changed = next(i for i, (a, b) in enumerate(zip(scene.objects, edit.edited_scene.objects)) if a != b)
-    return ColourSwapCase(edit, edit.edited_scene.objects[changed], S.render(edit.edited_scene), ~edit.change_mask)
+    return ColourSwapCase(edit, edit.edited_scene.objects[changed], scene.objects[changed], S.render(edit.edited_scene),
+                          ~edit.change_mask)
 
 
 def _colour_swap(ref: Reference, scene: S.Scene, rec: dict, rng: np.random.Generator) -> dict:
@@ -92,8 +94,7 @@ def _colour_swap(ref: Reference, scene: S.Scene, rec: dict, rng: np.random.Gener
             "background_psnr": psnr(image, truth, outside), "edit_psnr": psnr(image, truth),
             # what local blend could keep at best: the null-text reconstruction's own background
             "reconstruction_background_psnr": psnr(rec["images"]["nulltext"], truth, outside),
-            # share of the latent inside the last local-blend mask (1.0: the blend keeps nothing of the source)
-            "mask_coverage": float(ctl.mask_history[-1].mean()) if ctl.mask_history else 1.0,
+            "mask_coverage": ctl.mask_share(),
             "image": image}
 
 
