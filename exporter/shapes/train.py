@@ -33,14 +33,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import grounding as G
 from . import models as M
 from . import sample as SP
 from . import scenes as S
 from . import tokenizer as T
 
 # Stream ids of the numpy generators (scenes.train_batch(stream=...)) and torch seeds.
-_STREAM_VAE, _STREAM_POOL, _STREAM_ORDER, _STREAM_DROP = 1, 2, 3, 4
-_STAGE_IDS = {"vae": 1, "unet": 2}
+_STREAM_VAE, _STREAM_POOL, _STREAM_ORDER, _STREAM_DROP, _STREAM_SWAP = 1, 2, 3, 4, 5
+_STAGE_IDS = {"vae": 1, "unet": 2, "ground": 3}
 
 
 def _seed(seed: int, stage: str, step: int) -> int:
@@ -220,7 +221,8 @@ def _tail(log: Logger, stage: str, n: int = 100) -> list[dict]:
 
 @torch.no_grad()
 def build_pool(a, vae, dev: torch.device):
-    """Scenes of the pool (deterministic), their prompts and encoder-mean latents (unscaled, on CPU)."""
+    """Scenes of the pool (deterministic): prompts, encoder-mean latents (unscaled, on CPU) and the area
+    coverage of each scene's regions (object 0, object 1, background) at the latent size, float16."""
     t0 = time.time()
     rng = S.split_rng("train", a.seed, _STREAM_POOL)
     scenes_ = [S.sample_split_scene(rng, "train", a.image_size) for _ in range(a.pool)]
@@ -230,8 +232,10 @@ def build_pool(a, vae, dev: torch.device):
     for i in range(0, a.pool, bs):
         lats.append(SP.encode_images(vae, _images(scenes_[i:i + bs]), bs, dev).cpu())
     lat = torch.cat(lats)
+    size = lat.shape[-1]
+    regions = torch.from_numpy(np.stack([G.regions(s, size) for s in scenes_])).half()
     print(f"[pool] {a.pool} scenes encoded in {time.time() - t0:.0f}s")
-    return prompts, lat, time.time() - t0
+    return prompts, lat, regions, time.time() - t0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -360,6 +364,97 @@ def train_unet(a, out: Path, dev: torch.device, vae, sf: float, pool, log: Logge
     return unet, te, ema, step, wall
 
 
+# --------------------------------------------------------------------------------------------------
+# Stage 3b: grounding (fine-tune of the stage-3 model so each word says, and is read as, its own thing)
+# --------------------------------------------------------------------------------------------------
+
+
+def _ground_batch(a, step: int, prompts, lat, regions, sf: float, dev):
+    """(latents x sf, prompts after dropout, regions) of a grounding step, from its own pool order."""
+    per = a.pool // a.batch
+    epoch, k = divmod(step, per)
+    perm = np.random.default_rng([a.seed, _STREAM_ORDER, 1_000_000 + epoch]).permutation(a.pool)
+    idx = perm[k * a.batch:(k + 1) * a.batch]
+    drop = np.random.default_rng([a.seed, _STREAM_DROP, 1_000_000 + step]).random(len(idx)) < a.p_uncond
+    ps = ["" if d else prompts[i] for i, d in zip(idx, drop)]
+    return lat[idx].to(dev) * sf, ps, regions[idx].float().to(dev)
+
+
+def train_ground(a, out: Path, dev: torch.device, unet, te, sf: float, pool, log: Logger):
+    """Fine-tunes UNet + text encoder with the epsilon loss plus the phrase tie and the grounding loss
+    (exporter/shapes/grounding.py); returns the EMA'd modules' (unet, te, ema, wall seconds)."""
+    ck = out / "checkpoints" / "ground.pt"
+    torch.manual_seed(a.seed + 2)
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=a.ground_lr, betas=(0.9, 0.999), weight_decay=0.01)
+    ema = EMA(params, a.ground_ema)
+    acp = M.ddpm_scheduler().alphas_cumprod.to(dev)
+    step, elapsed = 0, 0.0
+    if ck.exists():
+        st = torch.load(ck, map_location=dev, weights_only=False)
+        unet.load_state_dict(st["unet"])
+        te.load_state_dict(st["text_encoder"])
+        opt.load_state_dict(st["opt"])
+        ema.load_state_dict(st["ema"])
+        step, elapsed = st["step"], st["elapsed"]
+        log.truncate_after("ground", step)
+        print(f"[ground] resumed at step {step}")
+    prompts, lat, regions = pool
+    plain = unet.attn_processors
+    maps = G.record_cross_attention(unet)
+    unet.train()
+    te.train()
+    t0, rows = time.time() - elapsed, []
+    while step < a.ground_steps:
+        lr = _lr_at(step, a.ground_steps, a.ground_lr, a.ground_warmup, 0.1)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        z, ps, reg = _ground_batch(a, step, prompts, lat, regions, sf, dev)
+        ids, ids_swapped, keep = G.phrase_tie_batch(ps, np.random.default_rng([a.seed, _STREAM_SWAP, step]))
+        token_region = torch.from_numpy(np.stack([G.word_regions(p) for p in ps])).to(dev)
+        gen = torch.Generator().manual_seed(_seed(a.seed, "ground", step))
+        noise = torch.randn(z.shape, generator=gen).to(dev)
+        t = torch.randint(0, len(acp), (len(z),), generator=gen).to(dev)
+        ac = acp[t].view(-1, 1, 1, 1)
+        noisy = ac.sqrt() * z + (1 - ac).sqrt() * noise
+        ctx = te(ids.to(dev))[0]
+        tie = G.phrase_tie_loss(ctx, te(ids_swapped.to(dev))[0], keep.to(dev))
+        maps.clear()
+        pred = unet(noisy, t, encoder_hidden_states=ctx).sample
+        eps = F.mse_loss(pred, noise)
+        ground = G.grounding_loss(maps, reg, token_region)
+        loss = eps + a.phrase_tie * tie + a.grounding * ground
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update(params)
+        step += 1
+        rows.append(dict(stage="ground", step=step, loss=eps.item(), grad_norm=float(gn), lr=lr,
+                         elapsed_s=time.time() - t0, phrase_tie=tie.item(), grounding=ground.item()))
+        if step % a.log_every == 0 or step == a.ground_steps:
+            last = rows[-a.log_every:]
+            print(f"[ground] {step}/{a.ground_steps} eps {np.mean([r['loss'] for r in last]):.4f} "
+                  f"phrase-tie {np.mean([r['phrase_tie'] for r in last]):.2e} "
+                  f"grounding {np.mean([r['grounding'] for r in last]):.4f} lr {lr:.2e} "
+                  f"{rows[-1]['elapsed_s'] / max(1, step):.3f}s/step", flush=True)
+        if step % a.ckpt_every == 0 or step == a.ground_steps:
+            log.write(rows)
+            rows = []
+            _save_ckpt(ck, {"unet": unet.state_dict(), "text_encoder": te.state_dict(), "opt": opt.state_dict(),
+                            "ema": ema.state_dict(), "step": step, "elapsed": time.time() - t0})
+    unet.set_attn_processor(plain)
+    return unet, te, ema, time.time() - t0
+
+
+def _load_init(folder: Path, dev):
+    """VAE, UNet and text encoder of a trained diffusers-style folder (--init-from)."""
+    m = SP.load(folder, str(dev))
+    for mod in (m.unet, m.text_encoder):
+        mod.requires_grad_(True)
+    return {"vae": m.vae, "unet": m.unet, "text_encoder": m.text_encoder}
+
+
 def _ema_model(unet, te, ema, vae, dev) -> SP.ShapesModel:
     u, t = copy.deepcopy(unet).eval(), copy.deepcopy(te).eval()
     ema.copy_to(list(u.parameters()) + list(t.parameters()))
@@ -471,6 +566,18 @@ def parse_args(argv=None):
     g.add_argument("--pool", type=int, default=65536,
                    help="training scenes rendered+encoded once (0: render and encode every batch)")
     g.add_argument("--until", type=int, default=0, help="stop the UNet stage after this step (resume later)")
+    g.add_argument("--init-from", type=Path, default=None,
+                   help="a trained diffusers-style shapes folder (e.g. exporter.recover's copy of the shipped model): "
+                        "its VAE, UNet and text encoder replace the vae and unet stages; the grounding stage follows")
+    g = ap.add_argument_group("grounding (exporter/shapes/grounding.py): fine-tune after the unet stage")
+    g.add_argument("--ground-steps", type=int, default=0, help="steps of the grounding stage (0: none)")
+    g.add_argument("--ground-lr", type=float, default=3e-4)
+    g.add_argument("--ground-warmup", type=int, default=100)
+    g.add_argument("--ground-ema", type=float, default=0.998)
+    g.add_argument("--phrase-tie", type=float, default=1.0,
+                   help="weight of the phrase tie: outputs outside a swapped word's phrase must not change")
+    g.add_argument("--grounding", type=float, default=0.1,
+                   help="weight of TokenCompose's token loss: each word's cross-attention inside its region")
     g = ap.add_argument_group("bookkeeping")
     g.add_argument("--log-every", type=int, default=50)
     g.add_argument("--ckpt-every", type=int, default=500)
@@ -499,7 +606,8 @@ def main(argv=None):
               if k not in ("out", "until", "threads", "device", "log_every", "ckpt_every", "vae_eval")
               and not k.startswith("eval")}
     if args_path.exists():
-        old = {"unet_layout": "v1", "tail_tie": 0.0, **json.loads(args_path.read_text())}  # runs from before them
+        old = {"unet_layout": "v1", "tail_tie": 0.0, "init_from": None, "ground_steps": 0,  # runs from before them
+               **json.loads(args_path.read_text())}
         diff = {k: (old.get(k), v) for k, v in recipe.items() if old.get(k) != v}
         if diff:
             raise SystemExit(f"{out} holds a run with other settings {diff}; use another --out or delete it")
@@ -507,32 +615,48 @@ def main(argv=None):
         args_path.write_text(json.dumps(recipe, indent=2))
     T0 = time.time()
     log = Logger(out / "losses.csv", ["stage", "step", "loss", "l1", "l2", "kl", "grad_norm", "lr", "elapsed_s",
-                                      "tail_tie"])
+                                      "tail_tie", "phrase_tie", "grounding"])
     evlog = Logger(out / "eval.csv", ["stage", "step", "n", "steps", "guidance", "seed", "accuracy", "per_object",
                                       "colour_accuracy", "shape_accuracy", "background_accuracy", "seconds"])
 
-    vae, vae_info = train_vae(a, out, dev, log)
+    init = _load_init(a.init_from, dev) if a.init_from else None
+    if init:
+        vae, vae_info = init["vae"], {"init_from": str(a.init_from), "wall_s": 0.0}
+    else:
+        vae, vae_info = train_vae(a, out, dev, log)
     vae.eval().requires_grad_(False)
 
     pool = None
     pool_s = 0.0
     if a.pool:
-        prompts, lat, pool_s = build_pool(a, vae, dev)
+        prompts, lat, regions, pool_s = build_pool(a, vae, dev)
         pool = (prompts, lat)
         std = float(lat.std())
     else:
+        if a.ground_steps:
+            raise SystemExit("--ground-steps needs the pool (--pool > 0)")
         sc = S.split_scenes("train", 4096, a.seed + 7, a.image_size)
         std = float(SP.encode_images(vae, _images(sc), 256, dev).std())
-    sf = 1.0 / std
-    vae.register_to_config(scaling_factor=sf)
+    if init:  # the UNet was trained on this VAE's latents at its scale: keep it
+        sf = float(vae.config.scaling_factor)
+    else:
+        sf = 1.0 / std
+        vae.register_to_config(scaling_factor=sf)
     print(f"[vae] scaling_factor = {sf:.5f} (latent std {std:.4f})")
 
-    unet, te, ema, step, unet_wall = train_unet(a, out, dev, vae, sf, pool, log, evlog)
-    if step < a.unet_steps:
-        print(f"[unet] stopped at step {step} (--until); rerun without --until to continue")
-        plot(out)
-        return
-    ema.copy_to(list(unet.parameters()) + list(te.parameters()))
+    if init:
+        unet, te, step, unet_wall = init["unet"], init["text_encoder"], a.unet_steps, 0.0
+    else:
+        unet, te, ema, step, unet_wall = train_unet(a, out, dev, vae, sf, pool, log, evlog)
+        if step < a.unet_steps:
+            print(f"[unet] stopped at step {step} (--until); rerun without --until to continue")
+            plot(out)
+            return
+        ema.copy_to(list(unet.parameters()) + list(te.parameters()))
+    ground_wall = 0.0
+    if a.ground_steps:
+        unet, te, ema, ground_wall = train_ground(a, out, dev, unet, te, sf, (prompts, lat, regions), log)
+        ema.copy_to(list(unet.parameters()) + list(te.parameters()))
     unet.eval()
     te.eval()
     save_folder(out, unet.cpu(), te.cpu(), vae.cpu())
@@ -554,6 +678,8 @@ def main(argv=None):
         "pool": {"scenes": a.pool, "wall_s": pool_s},
         "unet": {"steps": step, "batch": a.batch, "wall_s": unet_wall,
                  "final_loss": _mean_loss(log, "unet", 200)},
+        "ground": {"steps": a.ground_steps, "batch": a.batch, "wall_s": ground_wall,
+                   "final_loss": _mean_loss(log, "ground", 200)},
     }
     if a.eval_prompts:
         t = time.time()
@@ -564,7 +690,7 @@ def main(argv=None):
         print(f"[eval] held-out text-to-image accuracy {r['accuracy']:.3f} ({a.eval_prompts} prompts, "
               f"{a.eval_steps} DDIM steps, w={a.eval_guidance}, {time.time() - t:.0f}s)")
     info["wall_s_this_invocation"] = time.time() - T0
-    info["wall_s_total"] = vae_info["wall_s"] + pool_s + unet_wall + info.get("eval", {}).get("seconds", 0.0)
+    info["wall_s_total"] = vae_info["wall_s"] + pool_s + unet_wall + ground_wall + info.get("eval", {}).get("seconds", 0.0)
     (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
     plot(out)
     print(f"[done] {out} ({info['wall_s_total'] / 60:.1f} min of training+eval)")

@@ -10,6 +10,7 @@ from transformers import CLIPTextModel
 
 from exporter.shapes import models as M
 from exporter.shapes import sample as SP
+from exporter.shapes import scenes as S
 from exporter.shapes import tokenizer as T
 from exporter.shapes import train
 
@@ -205,3 +206,67 @@ def test_tail_tie_training_pulls_the_tail_onto_the_empty_prompts(tmp_path):
     with (out / "losses.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r["stage"] == "unet"]
     assert len(rows) == 30 and all(float(r["tail_tie"]) >= 0 for r in rows)
+
+
+def test_word_regions_and_one_word_swaps():
+    from exporter.shapes import grounding as G
+
+    p = "a red circle and a blue square on a white background"
+    r = G.word_regions(p)
+    # [start, a, red, circle, and, a, blue, square, on, a, white, background, end ...]
+    assert r[:13].tolist() == [-1, -1, 0, 0, -1, -1, 1, 1, -1, -1, 2, 2, -1] and (r[13:] == -1).all()
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        q, changed = G.swap_one_word(p, rng)
+        diff = [i + 1 for i, (a, b) in enumerate(zip(p.split(), q.split())) if a != b]
+        assert len(diff) == 1 and diff[0] == changed[0]
+        word = p.split()[diff[0] - 1]
+        # a colour may change its noun too; a shape only itself
+        assert changed == ([diff[0], diff[0] + 1] if word in ("red", "blue", "white") else diff)
+        assert " ".join(q.split()[:-4]).count(" and ") == 1  # the grammar holds
+    ids, swapped, keep = G.phrase_tie_batch([p, ""], rng)
+    assert keep[1].all() and torch.equal(ids[1], swapped[1])  # an empty prompt is its own pair
+    assert (~keep[0]).sum() in (1, 2) and keep[0, 0] and keep[0, 12:].all()  # start, end and padding kept
+
+
+def test_phrase_tie_and_grounding_losses():
+    from exporter.shapes import grounding as G
+
+    ctx = torch.randn(2, 77, 8)
+    keep = torch.ones(2, 77, dtype=torch.bool)
+    other = ctx.clone()
+    other[0, 3] += 5.0
+    assert G.phrase_tie_loss(ctx, ctx, keep) == 0
+    assert G.phrase_tie_loss(ctx, other, keep) > 0
+    keep[0, 3] = False
+    assert G.phrase_tie_loss(ctx, other, keep) == 0  # a position allowed to change costs nothing
+    scene = S.Scene((S.Obj("square", "red", (16.0, 16.0), 20.0),), "white")
+    regions = torch.from_numpy(G.regions(scene, 16))[None]  # [1, 3, 16, 16]
+    assert torch.allclose(regions.sum(1), torch.ones(1, 16, 16))
+    token_region = torch.from_numpy(G.word_regions(S.prompt_for(scene)))[None]
+    inside = torch.zeros(1, 64, 77)  # an 8x8 layer whose "red" and "square" attend only inside the square
+    obj8 = torch.nn.functional.adaptive_avg_pool2d(regions, 8)[0, 0].flatten()
+    inside[0, :, 2] = inside[0, :, 3] = (obj8 >= 0.999).float()
+    bg8 = torch.nn.functional.adaptive_avg_pool2d(regions, 8)[0, 2].flatten()
+    inside[0, :, 6] = inside[0, :, 7] = (bg8 >= 0.999).float()
+    assert G.grounding_loss([inside], regions, token_region) < 1e-6
+    flat = torch.full((1, 64, 77), 1 / 77)
+    assert G.grounding_loss([flat], regions, token_region) > 0.1
+
+
+def test_grounding_stage_fine_tunes_an_init_folder(trained, tmp_path):
+    """--init-from skips the vae and unet stages; the grounding stage logs its losses and saves a folder."""
+    out = tmp_path / "grounded"
+    train.main(["--out", str(out), "--threads", "1", "--init-from", str(trained), "--pool", "32", "--batch", "8",
+                "--ground-steps", "3", "--ground-warmup", "1", "--ckpt-every", "2", "--log-every", "1",
+                "--eval-prompts", "0"])
+    with (out / "losses.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["stage"] == "ground"]
+    assert len(rows) == 3 and all(float(r["phrase_tie"]) >= 0 and 0 <= float(r["grounding"]) <= 1 for r in rows)
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["ground"]["steps"] == 3 and info["vae"]["init_from"] == str(trained)
+    assert json.loads((out / "vae/config.json").read_text())["scaling_factor"] == \
+        json.loads((trained / "vae/config.json").read_text())["scaling_factor"]
+    m = SP.load(out)
+    assert not any(".attn2." in n and type(p).__name__ == "CrossAttentionRecorder"
+                   for n, p in m.unet.attn_processors.items())
