@@ -20,6 +20,25 @@ from .export import export_components
 from .reference import EditSpec, Reference, Settings, psnr
 
 SOURCE_PROMPT = "a red circle on a white background"
+
+#: What the engine (and the reference itself, on another CPU) is held to against these fixtures. All latent
+#: bounds are max |a - b| / max |b| over the whole tensor. Rounding differs between CPUs' kernels (AVX2,
+#: AVX-512, thread counts) by ~1e-7 relative per UNet call; a guided step amplifies it (the random model
+#: at w = 7.5: ~1.3x per step), unguided inversion does not. Measured worst cases and what each bound
+#: still catches are in docs/tolerances.md; the tests show the catching themselves.
+TOLERANCES = {
+    # one UNet call from the same input: fp32 onnxruntime vs PyTorch
+    "single_step_latent_rel": 1e-4,
+    "single_step_null_embedding_abs": 1e-4,
+    # the whole DDIM inversion at guidance 1 (51 pivots): measured <= 2e-6 across instruction sets and
+    # runtimes; the notebook's one-step timestep shift (issues #64/#79) is 1.6e-2
+    "inversion_latent_rel": 1e-4,
+    # a whole guided trajectory (50 steps at w = 7.5: sampling, null-text, edits): measured <= 2.7e-4 (the
+    # loosest null-text schedule without ONNX Runtime's fusions); guidance 7.4 instead of 7.5 is 1.7e-2
+    "trajectory_latent_rel": 2e-3,
+    "comment": "max|a-b|/max|b|; single steps tight, whole trajectories from measured rounding growth "
+               "(docs/tolerances.md)",
+}
 EDITS = {
     "replace": ("a blue circle on a white background", EditSpec("replace")),
     "refine": ("a big red circle on a white background", EditSpec("refine")),
@@ -113,12 +132,7 @@ def write(out: Path, config: str = "tiny", seed: int = 0, settings: Settings | N
                         "per step measured), so compare whole trajectories loosely and single steps tightly: "
                         "start step i from null_text_latents[i] / reconstruction_trajectory[i]",
         },
-        "tolerances": {
-            "single_step_latent_rel": 1e-4,
-            "single_step_null_embedding_abs": 1e-4,
-            "trajectory_latent_rel": 5e-2,
-            "comment": "single steps: fp32 onnxruntime vs PyTorch; trajectories: after the amplification above",
-        },
+        "tolerances": TOLERANCES,
     }
     (out / "fixtures.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

@@ -54,11 +54,12 @@ def test_direct_inversion_reproduces_the_pivots(inverted):
     offsets = ref.direct_offsets(pivots, cond, uncond)
     steps: list[torch.Tensor] = []
     rec = ref.sample(pivots[-1], cond, [uncond] * ref.s.steps, offsets, trajectory=steps)
-    # each step lands on its pivot up to float rounding, which the random model at guidance 7.5
-    # amplifies about 3x per step (measured), hence the loose end-to-end bound
+    # each step lands on its pivot up to float rounding, which the random model at guidance 7.5 amplifies
+    # about 3x per step, so the whole walk gets a trajectory bound: measured 6.4e-3 of max|z_0| (AMD EPYC,
+    # AVX-512), while guidance 7.4 ends 5.9 away and the offsets one step late 20 away
     assert torch.equal(steps[0], pivots[-1])
     assert (steps[1] - pivots[-2]).abs().max() < 1e-6
-    assert (rec - z0).abs().max() < 2e-2 * z0.abs().max()
+    assert (rec - z0).abs().max() < 5e-2 * z0.abs().max()
 
 
 def test_null_text_lowers_the_loss_and_beats_ddim(inverted):
@@ -91,15 +92,18 @@ def test_lean_loop_runs_no_pass_beyond_its_gradients_and_ends_on_what_sampling_g
     assert all(step[-1] < 2e-3 or len(step) == ref.s.inner_steps for step in nt.losses)
     if null_init == "prompt":
         assert torch.equal(nt.null_embeddings[0], cond) or len(nt.losses[0]) > 1
+    # a whole trajectory, both ways on this machine (another batch layout): measured <= 2.7e-5 of max|rec|;
+    # the null embeddings one step late give 0.20
     rec = ref.sample(pivots[-1], cond, nt.null_embeddings)
-    assert (rec - nt.final_latent).abs().max() < 1e-4 * rec.abs().max()
+    assert (rec - nt.final_latent).abs().max() < 1e-3 * rec.abs().max()
 
 
 def test_notebook_loop_reconstruction_is_its_last_latent(inverted):
     ref, cond, uncond, z0, pivots = inverted
     nt = ref.null_text(pivots, cond, uncond)
     rec = ref.sample(pivots[-1], cond, nt.null_embeddings)
-    assert (rec - nt.final_latent).abs().max() < 1e-4 * rec.abs().max()
+    # the same calls as the loop's last ones (measured equal); the null embeddings one step late give 0.28
+    assert (rec - nt.final_latent).abs().max() < 1e-3 * rec.abs().max()
 
 
 def test_identical_prompt_edit_reproduces_the_reconstruction(inverted):
@@ -146,23 +150,49 @@ def test_word_mask_is_the_union_of_source_and_edit_words(inverted):
     # checks the blending itself)
 
 
-def test_committed_fixtures_match_the_committed_model_and_the_reference(tiny):
+def _fixture_run(tiny, **settings):
+    """Pivots and the reconstruction from the stored null embeddings, under the fixtures' settings (or others)."""
     meta = json.loads((FIXTURES / "fixtures.json").read_text())
     tensors = load_file(str(FIXTURES / "fixtures.safetensors"))
+    ref = Reference(tiny, Settings(**{**meta["settings"], **settings}))
+    cond = ref.encode_prompts([SOURCE_PROMPT])
+    z0 = ref.image_to_latent(tensors["image"].numpy())
+    pivots = ref.ddim_inversion(z0, cond)
+    nulls = list(tensors["null_embeddings"].unsqueeze(1))
+    rec = ref.sample(tensors["pivots"][-1:], cond, nulls)
+    return meta, tensors, ref, z0, torch.cat(pivots), rec
+
+
+def test_committed_fixtures_match_the_committed_model_and_the_reference(tiny, drift):
+    meta, tensors, ref, z0, pivots, rec = _fixture_run(tiny)
     manifest = json.loads((FIXTURES / "model" / "nti.json").read_text())
     for rel, entry in manifest["files"].items():
         assert onnx_io.sha256(FIXTURES / "model" / rel) == entry["sha256"], rel
     for name, info in meta["tensors"].items():
         assert list(tensors[name].shape) == info["shape"], name
-    # the same random weights today: pivots and the reconstruction from the stored null embeddings
-    ref = Reference(tiny, Settings(**meta["settings"]))
+    # the same random weights today: one encoder call, the pivots and the 50-step reconstruction from the stored
+    # null embeddings, each held to the bound of its kind (exporter/fixtures.py TOLERANCES, docs/tolerances.md):
+    # a single call tightly, the unguided inversion as tightly, the guided trajectory from measured rounding growth
+    tol = meta["tolerances"]
     assert meta["prompt"] == SOURCE_PROMPT
-    cond = ref.encode_prompts([SOURCE_PROMPT])
     assert torch.equal(ref.tokens.ids([SOURCE_PROMPT]), tensors["prompt_ids"])
-    z0 = ref.image_to_latent(tensors["image"].numpy())
-    assert torch.allclose(z0, tensors["latent_z0"], atol=1e-5)
-    pivots = ref.ddim_inversion(z0, cond)
-    assert torch.allclose(torch.cat(pivots), tensors["pivots"], rtol=1e-4, atol=1e-4)
-    nulls = list(tensors["null_embeddings"].unsqueeze(1))
-    rec = ref.sample(pivots[-1], cond, nulls)
-    assert torch.allclose(rec, tensors["reconstruction_latent"], rtol=1e-4, atol=1e-4)
+    assert float((z0 - tensors["latent_z0"]).abs().max() / tensors["latent_z0"].abs().max()) < tol["single_step_latent_rel"]
+    drift("reference pivots (inversion, 50 steps, w = 1)", pivots, tensors["pivots"], tol["inversion_latent_rel"])
+    drift("reference reconstruction (50 guided steps)", rec, tensors["reconstruction_latent"], tol["trajectory_latent_rel"])
+
+
+@pytest.mark.parametrize("defect, settings, checked", [
+    ("the notebook's one-step timestep shift in the inversion (issues #64/#79)", {"pairing": "notebook"}, "pivots"),
+    ("guidance 7.4 instead of 7.5", {"guidance": 7.4}, "reconstruction"),
+])
+def test_the_trajectory_bounds_still_catch_real_defects(tiny, defect, settings, checked):
+    """Each whole-trajectory bound must fail a small real defect by a wide margin (>= 5x), not only rounding."""
+    meta, tensors, ref, z0, pivots, rec = _fixture_run(tiny, **settings)
+    tol = meta["tolerances"]
+    if checked == "pivots":
+        got, want, bound = pivots, tensors["pivots"], tol["inversion_latent_rel"]
+    else:
+        got, want, bound = rec, tensors["reconstruction_latent"], tol["trajectory_latent_rel"]
+    err = float((got - want).abs().max() / want.abs().max())
+    print(f"{defect}: {err:.2e} against the bound {bound:g}")
+    assert err > 5 * bound, f"{defect} gives {err:.2e}, within 5x of the bound {bound:g}"

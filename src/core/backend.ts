@@ -10,6 +10,11 @@ export interface BackendOptions {
   /** Intra-op threads; 0 lets ONNX Runtime choose. */
   threads?: number;
   executionProvider?: "cpu" | "cuda";
+  /**
+   * ONNX Runtime's graph optimisations (default "all"). Fusions pick other kernels and so another float
+   * rounding; the parity tests run both to show their bounds hold across kernels (docs/tolerances.md).
+   */
+  graphOptimization?: "all" | "basic";
 }
 
 export interface TensorInfo {
@@ -45,7 +50,7 @@ export class GraphSession {
   static async create(label: string, file: string, options: BackendOptions = {}): Promise<GraphSession> {
     const sessionOptions: ort.InferenceSession.SessionOptions = {
       executionProviders: [options.executionProvider ?? "cpu"],
-      graphOptimizationLevel: "all",
+      graphOptimizationLevel: options.graphOptimization ?? "all",
     };
     if (options.threads && options.threads > 0) sessionOptions.intraOpNumThreads = options.threads;
     let session: ort.InferenceSession;

@@ -1,5 +1,5 @@
 /** The reference's parity fixtures (exporter/fixtures.py) and small comparison helpers for the tests. */
-import { readFileSync } from "node:fs";
+import { appendFileSync, readFileSync } from "node:fs";
 import * as path from "node:path";
 import { decodeSafetensors, StoredTensor } from "../../../src/core/safetensors";
 
@@ -16,7 +16,8 @@ export interface TinyFixtures {
     unet_forward: number;
     unet_backward: number;
     edits: Record<string, unknown>;
-    tolerances: { single_step_latent_rel: number; single_step_null_embedding_abs: number; trajectory_latent_rel: number };
+    /** exporter/fixtures.py TOLERANCES: single calls tight, whole trajectories from measured rounding growth. */
+    tolerances: { single_step_latent_rel: number; single_step_null_embedding_abs: number; inversion_latent_rel: number; trajectory_latent_rel: number };
   };
   tensors: Record<string, StoredTensor>;
   f32(name: string): Float32Array;
@@ -62,4 +63,35 @@ export function maxAbsError(a: ArrayLike<number>, b: ArrayLike<number>): number 
   let diff = 0;
   for (let i = 0; i < a.length; i++) diff = Math.max(diff, Math.abs(a[i] - b[i]));
   return diff;
+}
+
+/**
+ * ONNX Runtime settings of the parity tests, to run the same bounds under other kernels (docs/tolerances.md):
+ * `NTI_TEST_THREADS=1` (intra-op threads; 0 or unset: the runtime's choice) and `NTI_TEST_GRAPH_OPT=basic`
+ * (no fusions; default "all", as the engine runs).
+ */
+export const PARITY_RUNTIME = {
+  threads: Number(process.env.NTI_TEST_THREADS ?? 0),
+  graphOptimization: process.env.NTI_TEST_GRAPH_OPT === "basic" ? ("basic" as const) : ("all" as const),
+};
+
+const drifts: { what: string; deviation: number; bound: number }[] = [];
+
+/**
+ * Checks a whole-trajectory deviation from the fixtures against its bound and records it. Each test file
+ * reports its largest at the end; with NTI_DRIFT_FILE set (scripts/test.sh) the records go there, so the
+ * whole run prints one line.
+ */
+export function checkTrajectory(what: string, deviation: number, bound: number): void {
+  drifts.push({ what, deviation, bound });
+  if (process.env.NTI_DRIFT_FILE) appendFileSync(process.env.NTI_DRIFT_FILE, JSON.stringify({ what, deviation, bound }) + "\n");
+  if (!(deviation < bound)) throw new Error(`${what}: ${deviation.toExponential(2)} off the reference (bound ${bound})`);
+}
+
+/** "[drift] ..." for the largest recorded deviation relative to its bound, or null when none was recorded. */
+export function driftLine(records = drifts): string | null {
+  if (records.length === 0) return null;
+  const worst = records.reduce((a, b) => (b.deviation / b.bound > a.deviation / a.bound ? b : a));
+  const headroom = worst.bound / Math.max(worst.deviation, 1e-30);
+  return `[drift] largest whole-trajectory deviation from the reference: ${worst.deviation.toExponential(2)} (${worst.what}; bound ${worst.bound}, ${headroom.toFixed(0)}x headroom)`;
 }
