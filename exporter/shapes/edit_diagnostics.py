@@ -35,6 +35,7 @@ BACKGROUND_BAR_DB = 25.0
 VARIANTS = {
     "report": "REPORT.md's setting: blend on the object word, threshold 0.3",
     "no_blend": "no local blend",
+    "full_injection": "no local blend, every attention map injected at every step (cross 1, self 1)",
     "threshold_0.5": "blend threshold 0.5",
     "threshold_0.7": "blend threshold 0.7",
     "swapped_words": "blend on the swapped colour words (as the notebook's word swaps do) instead of the object word",
@@ -87,6 +88,7 @@ def scene_row(ref: Reference, scene: S.Scene, index: int, seed: int) -> dict:
     runs = {
         "report": (EditSpec("replace", blend_words=blend), nt.null_embeddings, {}),
         "no_blend": (EditSpec("replace"), nt.null_embeddings, {}),
+        "full_injection": (EditSpec("replace", cross_replace_steps=1.0, self_replace_steps=1.0), nt.null_embeddings, {}),
         "threshold_0.5": (EditSpec("replace", blend_words=blend, blend_threshold=0.5), nt.null_embeddings, {}),
         "threshold_0.7": (EditSpec("replace", blend_words=blend, blend_threshold=0.7), nt.null_embeddings, {}),
         "swapped_words": (EditSpec("replace", blend_words=[[case.source_obj.colour], [obj.colour]]),
