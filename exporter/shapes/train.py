@@ -1,14 +1,20 @@
 """Train shapes-tiny: AutoencoderKL, then UNet2DConditionModel + CLIPTextModel, on the procedural shapes world.
 
-    python -m exporter.shapes.train --out out/shapes-tiny                 # defaults: ~75 min on 2 CPU cores
+    python -m exporter.shapes.train --out out/shapes-tiny                 # defaults: ~130 min on 2 CPU cores
     python -m exporter.shapes.train --out out/shapes-tiny --device cuda   # same recipe on a GPU
+    python -m exporter.shapes.train --out out/g --init-from out/shapes-v1 # only the grounding stage, from a
+                                                                          # trained folder (e.g. exporter.recover's)
 
 Stages (each resumable from --out/checkpoints/, so rerunning the same command continues where it stopped):
   1. vae    AutoencoderKL on rendered scenes: L1 + L2 + a tiny KL; then its scaling_factor is set so the
             encoder-mean latents of training images have unit std.
-  2. pool   renders --pool training scenes once and encodes them to encoder-mean latents (x scaling_factor).
+  2. pool   renders --pool training scenes once and encodes them to encoder-mean latents (x scaling_factor),
+            with each scene's regions (objects, background) at the latent size.
   3. unet   UNet2DConditionModel + CLIPTextModel trained jointly with SD's DDPM schedule (epsilon), 10% empty
             prompts, AdamW + warm-up + cosine decay, EMA of both; optional evaluations between chunks.
+  3b. ground  from stage 3's EMA weights: the same epsilon loss plus the phrase tie and TokenCompose's token
+            loss (exporter/shapes/grounding.py), so that a word's embedding and attention map are its own and
+            Prompt-to-Prompt edits keep what the prompt did not change; fresh AdamW, warm-up, cosine, EMA.
   4. save   diffusers-style folder: unet/ vae/ text_encoder/ tokenizer/ scheduler/ model_index.json,
             train_info.json, losses.csv, eval.csv, losses.png; then the held-out text-to-image evaluation.
 
@@ -504,8 +510,9 @@ def plot(out: Path):
     if (out / "eval.csv").exists():
         with (out / "eval.csv").open() as f:
             ev = list(csv.DictReader(f))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for ax, stage in zip(axes, ("vae", "unet")):
+    stages = [st for st in ("vae", "unet", "ground") if any(x["stage"] == st for x in rows)] or ["unet"]
+    fig, axes = plt.subplots(1, len(stages), figsize=(6 * len(stages), 4.2), squeeze=False)
+    for ax, stage in zip(axes[0], stages):
         r = [x for x in rows if x["stage"] == stage]
         if not r:
             ax.set_visible(False)
@@ -519,7 +526,11 @@ def plot(out: Path):
             ax.plot(st[k - 1:], sm, color="C0", label=f"mean of {k}")
         ax.set_yscale("log")
         ax.set_xlabel("step")
-        ax.set_title({"vae": "AutoencoderKL: L1 + L2 + KL", "unet": "UNet + text encoder: epsilon MSE"}[stage])
+        ax.set_title({"vae": "AutoencoderKL: L1 + L2 + KL", "unet": "UNet + text encoder: epsilon MSE",
+                      "ground": "grounding: epsilon MSE, phrase tie, token loss"}[stage])
+        if stage == "ground":
+            for key, colour in (("phrase_tie", "C1"), ("grounding", "C2")):
+                ax.plot(st, [float(x[key]) for x in r], lw=0.6, color=colour, label=key.replace("_", " "))
         ax.grid(alpha=0.3)
         if stage == "unet" and ev:
             ax2 = ax.twinx()
@@ -570,8 +581,8 @@ def parse_args(argv=None):
                    help="a trained diffusers-style shapes folder (e.g. exporter.recover's copy of the shipped model): "
                         "its VAE, UNet and text encoder replace the vae and unet stages; the grounding stage follows")
     g = ap.add_argument_group("grounding (exporter/shapes/grounding.py): fine-tune after the unet stage")
-    g.add_argument("--ground-steps", type=int, default=0, help="steps of the grounding stage (0: none)")
-    g.add_argument("--ground-lr", type=float, default=3e-4)
+    g.add_argument("--ground-steps", type=int, default=3500, help="steps of the grounding stage (0: none)")
+    g.add_argument("--ground-lr", type=float, default=5e-4)
     g.add_argument("--ground-warmup", type=int, default=100)
     g.add_argument("--ground-ema", type=float, default=0.998)
     g.add_argument("--phrase-tie", type=float, default=1.0,

@@ -16,7 +16,7 @@ from exporter.shapes import train
 
 TINY = ["--threads", "1", "--vae-steps", "3", "--vae-batch", "4", "--vae-warmup", "1", "--vae-eval", "4",
         "--unet-steps", "4", "--batch", "8", "--warmup", "1", "--pool", "32", "--ckpt-every", "2",
-        "--log-every", "1", "--eval-prompts", "2", "--eval-steps", "2"]
+        "--log-every", "1", "--eval-prompts", "2", "--eval-steps", "2", "--ground-steps", "0"]
 
 
 @pytest.fixture(scope="module", autouse=True)
