@@ -496,6 +496,9 @@ def save_folder(out: Path, unet, te, vae):
         "vae": ["diffusers", "AutoencoderKL"],
     }
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    # a model card, whose licence the exporter copies into nti.json
+    (out / "README.md").write_text("---\nlicense: mit\n---\n\n# shapes-tiny\n\nTrained by exporter/shapes/train.py "
+                                   "on generated scenes of coloured shapes (see models/shapes-tiny/REPORT.md).\n")
 
 
 def plot(out: Path):
