@@ -14,7 +14,7 @@ import * as path from "node:path";
 import { after, before, test } from "node:test";
 import { chromium, Browser, Page } from "playwright-core";
 import { Engine } from "../../src/core/engine";
-import { attentionData, saveInversion } from "../../src/core/output";
+import { attentionData, saveEdit, saveInversion } from "../../src/core/output";
 import { panelHtml } from "../../src/extension/panelHtml";
 import { parseWebviewMessage, type HostToWebview } from "../../src/shared/protocol";
 import { ROOT, SHAPES_MODEL } from "./helpers/fixtures";
@@ -26,6 +26,7 @@ let base = "";
 let browser: Browser;
 let page: Page;
 let inverted: HostToWebview;
+let edited: HostToWebview;
 
 /** Serves dist/ and the results folder; the page is the panel's HTML with its CSP. */
 function serve(): Promise<void> {
@@ -58,6 +59,10 @@ before(async () => {
   const result = await engine.invert({ imagePath: path.join(ROOT, "media/samples/two-shapes.png"), prompt, settings: { steps: 25, innerSteps: 10 } });
   const attention = attentionData(await engine.attention(result.artifact));
   const saved = await saveInversion(dir, "two-shapes.png", result);
+  // and a real edit of it, as the panel shows one: the square recoloured, local blend on its word
+  const editPrompt = "a blue circle and a yellow square on a gray background";
+  const edit = await engine.edit(result.artifact, { prompts: [editPrompt], blendWords: ["square"] });
+  const savedEdit = await saveEdit(dir, saved.artifact, edit);
   await engine.close();
   const uri = (f: string) => `/out/${path.basename(f)}`;
   const h = result.artifact.header;
@@ -75,6 +80,14 @@ before(async () => {
     notes: result.notes,
     attention: { prompt, resolution: attention.resolution, tokens: attention.prompts[0].tokens },
     editable: true,
+  };
+  edited = {
+    type: "edited",
+    image: { id: "edit-1", label: `edit: ${editPrompt}`, uri: uri(savedEdit.images[0]), psnr: null, savable: true },
+    attention: null,
+    mode: edit.edit.mode,
+    seconds: edit.seconds,
+    notes: [],
   };
   await serve();
   assert.ok(CHROMIUM, "Debian chromium is needed (apt-get install chromium)");
@@ -137,9 +150,9 @@ test("the results: three images with PSNR, the full plot, the attention viewer r
 });
 
 test("the edit form posts a well-formed edit request with the painted mask", async () => {
-  await setField("edit-prompt", "a red circle and a green square on a gray background");
-  await setField("edit-blend", "blue");
-  await setField("edit-reweight", "red=2");
+  await setField("edit-prompt", "a blue circle and a yellow square on a gray background");
+  await setField("edit-blend", "square");
+  await setField("edit-reweight", "yellow=2");
   await page.locator("canvas.brush").scrollIntoViewIfNeeded();
   const box = (await page.locator("canvas.brush").boundingBox())!;
   await page.mouse.move(box.x + 60, box.y + 190);
@@ -150,13 +163,17 @@ test("the edit form posts a well-formed edit request with the painted mask", asy
   const all = (await posted()) as { type: string }[];
   const edit = parseWebviewMessage(all.find((m) => m.type === "edit"));
   assert.ok(edit && edit.type === "edit", "the host's validator accepts it");
-  assert.equal(edit.request.prompt, "a red circle and a green square on a gray background");
+  assert.equal(edit.request.prompt, "a blue circle and a yellow square on a gray background");
   assert.equal(edit.request.mode, "auto");
-  assert.equal(edit.request.blend, "blue");
-  assert.equal(edit.request.reweight, "red=2");
+  assert.equal(edit.request.blend, "square");
+  assert.equal(edit.request.reweight, "yellow=2");
   assert.ok(edit.request.mask && edit.request.mask.side === 64 && edit.request.mask.values.some((v) => v === 1), "the painted mask travels");
+  // the host answers with the edit, which joins the grid
+  await send(edited);
+  await waitFor("document.querySelectorAll('figure img').length === 4 && [...document.querySelectorAll('figure img')].every((i) => i.naturalWidth > 0)");
+  assert.match((await page.locator("figcaption").allInnerTexts())[3], /edit: a blue circle and a yellow square/);
   if (process.env.NTI_UPDATE_SCREENSHOT) {
-    await page.locator(".word", { hasText: "blue" }).click(); // pinned: its map stays on the image
+    await page.locator(".word", { hasText: "square" }).click(); // pinned: its map stays on the image
     await page.evaluate("window.scrollTo(0, 0)");
     await page.screenshot({ path: path.join(ROOT, "media/panel.png"), fullPage: true });
   }
