@@ -13,9 +13,8 @@ echo "== typecheck" && npx tsc --noEmit -p . && npx tsc --noEmit -p webview && n
 echo "== build" && node scripts/build.mjs
 # The parity tests record each whole-trajectory deviation from the reference's fixtures; one line reports the
 # largest, so a drift between CPUs is visible before it fails (docs/tolerances.md).
-NTI_DRIFT_FILE="$(mktemp)"; export NTI_DRIFT_FILE; trap 'rm -f "$NTI_DRIFT_FILE"' EXIT
-echo "== node tests" && node --import tsx --test --test-reporter=spec test/node/*.test.ts
-node --import tsx test/node/helpers/drift-summary.ts
-unset NTI_DRIFT_FILE
+DRIFT_FILE="$(mktemp)"; trap 'rm -f "$DRIFT_FILE"' EXIT
+echo "== node tests" && NTI_DRIFT_FILE="$DRIFT_FILE" node --import tsx --test --test-reporter=spec test/node/*.test.ts
+NTI_DRIFT_FILE="$DRIFT_FILE" node --import tsx test/node/helpers/drift-summary.ts
 echo "== end-to-end, in a real VS Code build (code-server)" && bash scripts/e2e/install-code-server.sh >/dev/null && node scripts/e2e/run.mjs
 echo "== python tests" && bash scripts/test-python.sh
