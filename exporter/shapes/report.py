@@ -5,8 +5,10 @@
 - text-to-image: DDIM 50 steps, w = 7.5, held-out prompts, judged by the generator's pixel classifier;
 - held-out scenes through the PyTorch reference: VAE-only, DDIM-inversion, NPI, Direct Inversion and
   null-text reconstruction PSNR;
-- colour swap with Prompt-to-Prompt replace + local blend on the object word: colour right inside the true
-  mask, background PSNR outside it, PSNR against the true edited image.
+- edits after null-text inversion (Prompt-to-Prompt replace, local blend on the changed thing's words): colour,
+  shape and background swaps, plus the colour swap without blend and with every map injected at every step;
+  the asked change inside the true mask, background PSNR outside it, PSNR against the true edited image, the
+  objects' IoU with the truth, the blend mask's share of the latent.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -101,7 +103,7 @@ def objects_iou(image: np.ndarray, truth_scene: S.Scene) -> float:
     return float((fg & want).sum() / max(1, (fg | want).sum()))
 
 
-def edit_case(scene: S.Scene, kind: str, rng: np.random.Generator) -> tuple[S.Edit, list[list[str]], "callable"]:
+def edit_case(scene: S.Scene, kind: str, rng: np.random.Generator) -> tuple[S.Edit, list[list[str]], Callable[[np.ndarray], bool]]:
     """(the edit, its blend words per prompt, a judge: image -> the asked change is there)."""
     if kind == "colour":
         case = colour_swap_case(scene, rng)
