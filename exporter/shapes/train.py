@@ -267,6 +267,33 @@ def _unet_batch(a, step: int, prompts, lat, sf: float, vae, dev):
     return z, torch.from_numpy(T.encode_batch(ps)).to(dev)
 
 
+def _noised(z: torch.Tensor, acp: torch.Tensor, seed: int, dev):
+    """(noisy latents, the noise, timesteps) of a step: == DDPMScheduler.add_noise, noise and timesteps from a
+    CPU generator seeded per step, so a resumed run draws what an unbroken one does."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(z.shape, generator=gen).to(dev)
+    t = torch.randint(0, len(acp), (len(z),), generator=gen).to(dev)
+    ac = acp[t].view(-1, 1, 1, 1)
+    return ac.sqrt() * z + (1 - ac).sqrt() * noise, noise, t
+
+
+def _load_joint(ck: Path, unet, te, opt, ema, dev) -> tuple[int, float]:
+    """Restores UNet, text encoder, optimiser and EMA from a stage's checkpoint: (step, elapsed), (0, 0) if none."""
+    if not ck.exists():
+        return 0, 0.0
+    st = torch.load(ck, map_location=dev, weights_only=False)
+    unet.load_state_dict(st["unet"])
+    te.load_state_dict(st["text_encoder"])
+    opt.load_state_dict(st["opt"])
+    ema.load_state_dict(st["ema"])
+    return st["step"], st["elapsed"]
+
+
+def _save_joint(ck: Path, unet, te, opt, ema, step: int, elapsed: float) -> None:
+    _save_ckpt(ck, {"unet": unet.state_dict(), "text_encoder": te.state_dict(), "opt": opt.state_dict(),
+                    "ema": ema.state_dict(), "step": step, "elapsed": elapsed})
+
+
 def tail_mask(ids: torch.Tensor) -> torch.Tensor:
     """(batch, 77) bool: the positions from each row's end token on (the end token and the padding after it)."""
     pos = torch.arange(ids.shape[1], device=ids.device)
@@ -301,17 +328,10 @@ def train_unet(a, out: Path, dev: torch.device, vae, sf: float, pool, log: Logge
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.999), weight_decay=0.01)
     ema = EMA(params, a.ema)
-    sched = M.ddpm_scheduler()
-    acp = sched.alphas_cumprod.to(dev)
+    acp = M.ddpm_scheduler().alphas_cumprod.to(dev)
     empty_ids = torch.from_numpy(T.encode_batch([""])).to(dev)
-    step, elapsed = 0, 0.0
-    if ck.exists():
-        st = torch.load(ck, map_location=dev, weights_only=False)
-        unet.load_state_dict(st["unet"])
-        te.load_state_dict(st["text_encoder"])
-        opt.load_state_dict(st["opt"])
-        ema.load_state_dict(st["ema"])
-        step, elapsed = st["step"], st["elapsed"]
+    step, elapsed = _load_joint(ck, unet, te, opt, ema, dev)
+    if step:
         log.truncate_after("unet", step)
         evlog.truncate_after("unet", step)
         print(f"[unet] resumed at step {step}")
@@ -326,11 +346,7 @@ def train_unet(a, out: Path, dev: torch.device, vae, sf: float, pool, log: Logge
         for g in opt.param_groups:
             g["lr"] = lr
         z, ids = _unet_batch(a, step, prompts, lat, sf, vae, dev)
-        gen = torch.Generator().manual_seed(_seed(a.seed, "unet", step))
-        noise = torch.randn(z.shape, generator=gen).to(dev)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(z),), generator=gen).to(dev)
-        ac = acp[t].view(-1, 1, 1, 1)
-        noisy = ac.sqrt() * z + (1 - ac).sqrt() * noise  # == DDPMScheduler.add_noise
+        noisy, noise, t = _noised(z, acp, _seed(a.seed, "unet", step), dev)
         ctx = te(ids)[0]
         tie = None
         if a.tail_tie:
@@ -353,8 +369,7 @@ def train_unet(a, out: Path, dev: torch.device, vae, sf: float, pool, log: Logge
         if step % a.ckpt_every == 0 or step == stop:
             log.write(rows)
             rows = []
-            _save_ckpt(ck, {"unet": unet.state_dict(), "text_encoder": te.state_dict(), "opt": opt.state_dict(),
-                            "ema": ema.state_dict(), "step": step, "elapsed": time.time() - t0 - eval_s})
+            _save_joint(ck, unet, te, opt, ema, step, time.time() - t0 - eval_s)
         if a.eval_every and step % a.eval_every == 0 and step < a.unet_steps:
             te0 = time.time()
             m = _ema_model(unet, te, ema, vae, dev)
@@ -395,14 +410,8 @@ def train_ground(a, out: Path, dev: torch.device, unet, te, sf: float, pool, log
     opt = torch.optim.AdamW(params, lr=a.ground_lr, betas=(0.9, 0.999), weight_decay=0.01)
     ema = EMA(params, a.ground_ema)
     acp = M.ddpm_scheduler().alphas_cumprod.to(dev)
-    step, elapsed = 0, 0.0
-    if ck.exists():
-        st = torch.load(ck, map_location=dev, weights_only=False)
-        unet.load_state_dict(st["unet"])
-        te.load_state_dict(st["text_encoder"])
-        opt.load_state_dict(st["opt"])
-        ema.load_state_dict(st["ema"])
-        step, elapsed = st["step"], st["elapsed"]
+    step, elapsed = _load_joint(ck, unet, te, opt, ema, dev)
+    if step:
         log.truncate_after("ground", step)
         print(f"[ground] resumed at step {step}")
     prompts, lat, regions = pool
@@ -418,11 +427,7 @@ def train_ground(a, out: Path, dev: torch.device, unet, te, sf: float, pool, log
         z, ps, reg = _ground_batch(a, step, prompts, lat, regions, sf, dev)
         ids, ids_swapped, keep = G.phrase_tie_batch(ps, np.random.default_rng([a.seed, _STREAM_SWAP, step]))
         token_region = torch.from_numpy(np.stack([G.word_regions(p) for p in ps])).to(dev)
-        gen = torch.Generator().manual_seed(_seed(a.seed, "ground", step))
-        noise = torch.randn(z.shape, generator=gen).to(dev)
-        t = torch.randint(0, len(acp), (len(z),), generator=gen).to(dev)
-        ac = acp[t].view(-1, 1, 1, 1)
-        noisy = ac.sqrt() * z + (1 - ac).sqrt() * noise
+        noisy, noise, t = _noised(z, acp, _seed(a.seed, "ground", step), dev)
         ctx = te(ids.to(dev))[0]
         tie = G.phrase_tie_loss(ctx, te(ids_swapped.to(dev))[0], keep.to(dev))
         maps.clear()
@@ -447,8 +452,7 @@ def train_ground(a, out: Path, dev: torch.device, unet, te, sf: float, pool, log
         if step % a.ckpt_every == 0 or step == a.ground_steps:
             log.write(rows)
             rows = []
-            _save_ckpt(ck, {"unet": unet.state_dict(), "text_encoder": te.state_dict(), "opt": opt.state_dict(),
-                            "ema": ema.state_dict(), "step": step, "elapsed": time.time() - t0})
+            _save_joint(ck, unet, te, opt, ema, step, time.time() - t0)
     unet.set_attn_processor(plain)
     return unet, te, ema, time.time() - t0
 
