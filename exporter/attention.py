@@ -64,11 +64,12 @@ class ExplicitAttnProcessor:
     """diffusers' AttnProcessor maths with a plain matmul + softmax, optionally under P2P control."""
 
     def __init__(self, state: ControlState | None = None, inject_self: bool = False, record_maps: bool = False,
-                 name: str = ""):
+                 name: str = "", on_probs=None):
         self.state = state
         self.inject_self = inject_self
         self.record_maps = record_maps
         self.name = name
+        self.on_probs = on_probs  # called with each call's probabilities [B, heads, N, M] (training losses)
 
     def __call__(
         self,
@@ -109,6 +110,8 @@ class ExplicitAttnProcessor:
         value = value.view(bsz, value.shape[1], heads, -1).transpose(1, 2)
 
         probs = _explicit_probs(attn, query, key).to(value.dtype)
+        if self.on_probs is not None:
+            self.on_probs(probs)
         if self.state is not None:
             probs = self._control(probs, is_cross, n_q)
 

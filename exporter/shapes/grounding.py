@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..attention import _explicit_probs
+from ..attention import ExplicitAttnProcessor
 from . import scenes as S
 from . import tokenizer as T
 
@@ -103,44 +103,13 @@ def phrase_tie_loss(ctx: torch.Tensor, ctx_swapped: torch.Tensor, keep: torch.Te
     return ((ctx - ctx_swapped) ** 2 * k).sum() / (k.sum() * ctx.shape[-1]).clamp_min(1.0)
 
 
-class CrossAttentionRecorder:
-    """Attention processor for the cross-attention layers that keeps each call's probabilities (with their
-    gradient; mean over heads, [B, N, 77]) for the grounding loss. Same maths as exporter.attention's."""
-
-    def __init__(self, store: list):
-        self.store = store
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *a, **k):
-        residual = hidden_states
-        ndim = hidden_states.ndim
-        if ndim == 4:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        if attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        query, key, value = attn.to_q(hidden_states), attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
-        bsz, n_q, _ = query.shape
-        heads = attn.heads
-        query = query.view(bsz, n_q, heads, -1).transpose(1, 2)
-        key = key.view(bsz, key.shape[1], heads, -1).transpose(1, 2)
-        value = value.view(bsz, value.shape[1], heads, -1).transpose(1, 2)
-        probs = _explicit_probs(attn, query, key).to(value.dtype)
-        self.store.append(probs.mean(1))
-        out = torch.matmul(probs, value).transpose(1, 2).reshape(bsz, n_q, -1)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if ndim == 4:
-            out = out.transpose(-1, -2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
-
-
 def record_cross_attention(unet) -> list:
-    """Install recorders on every cross-attention layer (attn2); returns the list they append to."""
+    """Puts exporter.attention's explicit processor on every cross-attention layer (attn2), keeping each call's
+    probabilities with their gradient (mean over heads, [B, N, 77]) in the list it returns, for the grounding
+    loss; self-attention keeps its processor."""
     store: list = []
-    procs = {n: (CrossAttentionRecorder(store) if ".attn2." in n else p) for n, p in unet.attn_processors.items()}
+    procs = {n: (ExplicitAttnProcessor(on_probs=lambda probs: store.append(probs.mean(1))) if ".attn2." in n else p)
+             for n, p in unet.attn_processors.items()}
     unet.set_attn_processor(procs)
     return store
 
