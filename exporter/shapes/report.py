@@ -142,7 +142,7 @@ def _edits(ref: Reference, scene: S.Scene, rec: dict, seed: int, index: int) -> 
                          "background_psnr": psnr(image, truth, outside), "edit_psnr": psnr(image, truth),
                          "reconstruction_background_psnr": psnr(rec["images"]["nulltext"], truth, outside),
                          "object_iou": objects_iou(image, edit.edited_scene),
-                         "mask_coverage": ctl.mask_share() if spec.blend_words else 1.0,
+                         "mask_coverage": ctl.mask_share(),  # 1.0 without a blend
                          "objects": len(scene.objects)}
     return out
 
