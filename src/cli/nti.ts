@@ -9,17 +9,19 @@
  *   nti attention <artifact> [--out DIR] [--json]
  * Bad input: exit code 1 and one line on stderr. Ctrl-C cancels and leaves no partial files (exit 130).
  */
-import { existsSync, readFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { rmdir } from "node:fs/promises";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
-import { readArtifact, InversionMethod, InversionSettings } from "../core/artifact";
+import { readArtifact, InversionArtifact, InversionMethod, InversionSettings } from "../core/artifact";
 import { firstLine } from "../core/backend";
 import { Engine, ScheduleName } from "../core/engine";
-import { loadMask, savePng } from "../core/image";
+import { loadMask } from "../core/image";
 import type { InnerLoop, NullInit, Progress } from "../core/inversion";
-import { freeStem } from "../core/files";
-import { prepareOutputFolder, saveAttentionPngs, saveEdit, saveInversion } from "../core/output";
+import { KnownModel, manifestSha256, modelsMatching, readModelList } from "../core/modelList";
+import { encodePng } from "../core/image";
+import { prepareOutputFolder, saveAttentionPngs, saveEdit, saveInversion, saveSet } from "../core/output";
 import { EDIT_MODES, EditMode } from "../core/promptToPrompt";
 import { writeLossPlot } from "./lossPlot";
 
@@ -38,7 +40,9 @@ embedding, ends each step's loop on an evaluated embedding and allows 3 iteratio
 passes at equal PSNR on shapes-tiny, bench/results/schedule.md). The flags after it override its values.
 edit: Prompt-to-Prompt on a saved inversion; the mode follows from the words changed unless given.
 attention: the source prompt's cross-attention maps, one PNG per token.
---model defaults to the bundled shapes-tiny (models.json); --out defaults to ./nti-output.
+--model defaults to the bundled shapes-tiny (models.json); for reconstruct, edit and attention, to the model
+of models.json the artifact was made with (found by its nti.json hash; an artifact never names a folder).
+--out defaults to ./nti-output (invert) or the artifact's folder; a folder made by a failed run is removed.
 With --json, one JSON object is printed on stdout and progress is not shown.`;
 
 class UsageError extends Error {}
@@ -122,19 +126,12 @@ async function invert(image: string | undefined, values: Values, signal: AbortSi
     engine.checkPrompt(prompt);
     await engine.prepare(resolved.method);
     const loadSeconds = (performance.now() - loadStarted) / 1000;
-    // Made now so an unwritable folder fails before the run; removed again if the run fails and it was new.
-    const outExisted = existsSync(values.out ?? "nti-output");
-    const outDir = await prepareOutputFolder(values.out ?? "nti-output");
+    const out = await OutputFolder.prepare(values.out ?? "nti-output");
     const bar = values.json ? null : new ProgressBar();
-    const result = await engine
-      .invert({ imagePath: image, prompt, schedule, settings, compareWithDdim: !values["no-ddim"] }, { signal, onProgress: (p) => bar?.update(p) })
-      .catch(async (error: unknown) => {
-        bar?.done();
-        if (!outExisted) await rmdir(outDir).catch(() => undefined); // only if still empty
-        throw error;
-      });
-    bar?.done();
-    const saved = await saveInversion(outDir, image, result);
+    const { result, saved } = await out.run(async () => {
+      const result = await engine.invert({ imagePath: image, prompt, schedule, settings, compareWithDdim: !values["no-ddim"] }, { signal, onProgress: (p) => bar?.update(p) }).finally(() => bar?.done());
+      return { result, saved: await saveInversion(out.dir, image, result) };
+    });
     const header = result.artifact.header;
     let lossPlot: string | null = null;
     if (values.plot && header.steps.length) {
@@ -178,7 +175,7 @@ async function invert(image: string | undefined, values: Values, signal: AbortSi
     } else {
       for (const note of result.notes) process.stderr.write(`note: ${note}\n`);
       const lines = [
-        `${summary.method} inversion of ${image} with "${header.prompt}" on ${summary.model}: ${summary.seconds} s, ${summary.unetCalls} UNet forward + ${summary.unetBackward} backward`,
+        `${summary.method} inversion of ${image} with "${clip(header.prompt)}" on ${summary.model}: ${summary.seconds} s, ${summary.unetCalls} UNet forward + ${summary.unetBackward} backward`,
         `reconstruction PSNR ${fmtDb(result.psnr)}${result.ddimPsnr !== null ? ` (DDIM only: ${fmtDb(result.ddimPsnr)})` : ""}`,
         `artifact        ${saved.artifact}`,
         `reconstruction  ${saved.reconstruction}`,
@@ -196,14 +193,14 @@ async function invert(image: string | undefined, values: Values, signal: AbortSi
 
 async function reconstruct(artifactPath: string | undefined, values: Values, signal: AbortSignal): Promise<number> {
   if (!artifactPath) throw new UsageError("nti reconstruct needs an artifact path");
-  const { artifact, outDir, engine } = await openForArtifact(artifactPath, values);
+  const { artifact, out, engine } = await openForArtifact(artifactPath, values, signal);
   try {
     const bar = values.json ? null : new ProgressBar();
-    const { image, psnr } = await engine.reconstruct(artifact, { signal, onProgress: (p) => bar?.update(p) });
-    bar?.done();
-    const stem = await freeStem(outDir, path.parse(artifactPath).name, [".reconstruction.png"]);
-    const file = stem + ".reconstruction.png";
-    await savePng(file, image, artifact.dims.imageSize);
+    const { file, psnr } = await out.run(async () => {
+      const { image, psnr } = await engine.reconstruct(artifact, { signal, onProgress: (p) => bar?.update(p) }).finally(() => bar?.done());
+      const stem = await saveSet(out.dir, path.parse(artifactPath).name, [[".reconstruction.png", await encodePng(image, artifact.dims.imageSize)]]);
+      return { file: stem + ".reconstruction.png", psnr };
+    });
     if (values.json) process.stdout.write(JSON.stringify({ reconstruction: file, psnr: round(psnr) }) + "\n");
     else process.stdout.write(`reconstruction  ${file}\nPSNR vs the stored source ${fmtDb(psnr)}\n`);
     return 0;
@@ -227,27 +224,29 @@ async function edit(artifactPath: string | undefined, values: Values, signal: Ab
     reweight[word.trim()] = n;
   }
   const blendWords = values.blend?.split(",").map((w) => w.trim()).filter(Boolean);
-  const { artifact, outDir, engine } = await openForArtifact(artifactPath, values);
+  const prompts = values.prompt;
+  const { artifact, out, engine } = await openForArtifact(artifactPath, values, signal);
   try {
-    const userMask = values.mask ? await loadMask(values.mask, engine.model.manifest.latent_size) : undefined;
     const bar = values.json ? null : new ProgressBar();
-    const result = await engine.edit(
-      artifact,
-      {
-        prompts: values.prompt,
-        mode: mode as EditMode | undefined,
-        crossReplaceSteps: numberOption(values.cross, "--cross"),
-        selfReplaceSteps: numberOption(values.self, "--self"),
-        reweight,
-        blendWords,
-        blendThreshold: numberOption(values["blend-threshold"], "--blend-threshold"),
-        userMask,
-        userMaskMode: maskMode as "union" | "replace" | undefined,
-      },
-      { signal, onProgress: (p) => bar?.update(p) },
-    );
-    bar?.done();
-    const saved = await saveEdit(outDir, artifactPath, result);
+    const { result, saved } = await out.run(async () => {
+      const userMask = values.mask ? await loadMask(values.mask, engine.model.manifest.latent_size, signal) : undefined;
+      const result = await engine.edit(
+        artifact,
+        {
+          prompts,
+          mode: mode as EditMode | undefined,
+          crossReplaceSteps: numberOption(values.cross, "--cross"),
+          selfReplaceSteps: numberOption(values.self, "--self"),
+          reweight,
+          blendWords,
+          blendThreshold: numberOption(values["blend-threshold"], "--blend-threshold"),
+          userMask,
+          userMaskMode: maskMode as "union" | "replace" | undefined,
+        },
+        { signal, onProgress: (p) => bar?.update(p) },
+      ).finally(() => bar?.done());
+      return { result, saved: await saveEdit(out.dir, artifactPath, result) };
+    });
     const summary = {
       ...saved,
       mode: result.edit.mode,
@@ -262,8 +261,8 @@ async function edit(artifactPath: string | undefined, values: Values, signal: Ab
     } else {
       for (const note of result.notes) process.stderr.write(`note: ${note}\n`);
       const lines = [
-        `${result.edit.mode} edit of "${artifact.header.prompt}" in ${summary.seconds} s`,
-        ...saved.images.map((f, i) => `"${result.edit.prompts[i + 1]}"  ${f}`),
+        `${result.edit.mode} edit of "${clip(artifact.header.prompt)}" in ${summary.seconds} s`,
+        ...saved.images.map((f, i) => `"${clip(result.edit.prompts[i + 1])}"  ${f}`),
         `attention maps  ${saved.attentionMaps}`,
         ...(saved.mask ? [`blend mask      ${saved.mask}`] : []),
       ];
@@ -277,47 +276,102 @@ async function edit(artifactPath: string | undefined, values: Values, signal: Ab
 
 async function attention(artifactPath: string | undefined, values: Values, signal: AbortSignal): Promise<number> {
   if (!artifactPath) throw new UsageError("nti attention needs an artifact path");
-  const { artifact, outDir, engine } = await openForArtifact(artifactPath, values);
+  const { artifact, out, engine } = await openForArtifact(artifactPath, values, signal);
   try {
     const bar = values.json ? null : new ProgressBar();
-    const result = await engine.attention(artifact, { signal, onProgress: (p) => bar?.update(p) });
-    bar?.done();
-    const saved = await saveAttentionPngs(outDir, artifactPath, result);
+    const { result, saved } = await out.run(async () => {
+      const result = await engine.attention(artifact, { signal, onProgress: (p) => bar?.update(p) }).finally(() => bar?.done());
+      return { result, saved: await saveAttentionPngs(out.dir, artifactPath, result) };
+    });
     if (values.json) process.stdout.write(JSON.stringify({ ...saved, seconds: round(result.seconds) }) + "\n");
-    else process.stdout.write(`${saved.files.length} maps of "${artifact.header.prompt}" in ${saved.folder}\n`);
+    else process.stdout.write(`${saved.files.length} maps of "${clip(artifact.header.prompt)}" in ${saved.folder}\n`);
     return 0;
   } finally {
     await engine.close();
   }
 }
 
-/** An artifact, its output folder (beside it unless --out) and the engine of its model (unless --model). */
-async function openForArtifact(artifactPath: string, values: Values) {
-  const artifact = await readArtifact(artifactPath);
-  const outDir = await prepareOutputFolder(values.out ?? path.dirname(artifactPath));
-  const engine = await openEngine(values.model ?? (existsSync(artifact.header.model.dir) ? artifact.header.model.dir : undefined), values);
-  return { artifact, outDir, engine };
+/**
+ * The output folder, made before the run so an unwritable one fails first, and removed again (only if it
+ * is still empty) when a run that created it fails.
+ */
+class OutputFolder {
+  private constructor(
+    readonly dir: string,
+    private readonly created: boolean,
+  ) {}
+
+  static async prepare(dir: string): Promise<OutputFolder> {
+    const existed = existsSync(dir);
+    return new OutputFolder(await prepareOutputFolder(dir), !existed);
+  }
+
+  async run<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (error) {
+      if (this.created) await rmdir(this.dir).catch(() => undefined);
+      throw error;
+    }
+  }
+}
+
+/**
+ * An artifact, its output folder (beside it unless --out) and the engine of its model: --model, else the
+ * model of models.json whose nti.json hash the artifact records. The artifact's own header never chooses.
+ */
+async function openForArtifact(artifactPath: string, values: Values, signal: AbortSignal): Promise<{ artifact: InversionArtifact; out: OutputFolder; engine: Engine }> {
+  const artifact = await readArtifact(artifactPath, signal);
+  const made = artifact.header.model;
+  const known = await knownModels();
+  let modelDir = values.model;
+  if (modelDir === undefined) {
+    const [match] = await modelsMatching(known, made.manifestSha256);
+    if (!match) {
+      throw new UsageError(
+        `${artifactPath} was made with model "${made.id}" (nti.json sha256 ${made.manifestSha256.slice(0, 12)}…), which is none of the known models (${known.map((m) => m.id).join(", ") || "none"}): pass --model with the folder it was made with, or re-invert the image`,
+      );
+    }
+    modelDir = match.path;
+  } else if ((await manifestSha256(modelDir)) !== made.manifestSha256) {
+    const matches = await modelsMatching(known, made.manifestSha256);
+    const hint = matches.length ? `; the known model "${matches[0].id}" matches: --model ${matches[0].path}` : "";
+    throw new UsageError(`${artifactPath} was made with model "${made.id}" (nti.json sha256 ${made.manifestSha256.slice(0, 12)}…), not with the one at ${path.resolve(modelDir)}${hint}, or re-invert the image`);
+  }
+  const out = await OutputFolder.prepare(values.out ?? path.dirname(artifactPath));
+  const engine = await out.run(() => openEngine(modelDir, values));
+  return { artifact, out, engine };
 }
 
 async function openEngine(modelDir: string | undefined, values: Values): Promise<Engine> {
-  return Engine.open(modelDir ?? defaultModelDir(), {
+  return Engine.open(modelDir ?? (await defaultModelDir()), {
     threads: numberOption(values.threads, "--threads"),
     verifyHashes: !values["no-verify"],
   });
 }
 
-/** The first model of models.json, next to the package (dist/ or src/cli/ inside it). */
-export function defaultModelDir(): string {
+/** models.json next to the package (dist/ or src/cli/ inside it), or null. */
+function modelListFile(): string | null {
   let dir = __dirname;
   for (let i = 0; i < 4; i++) {
     const list = path.join(dir, "models.json");
-    if (existsSync(list)) {
-      const models = JSON.parse(readFileSync(list, "utf8")).models as { path: string }[];
-      return path.join(dir, models[0].path);
-    }
+    if (existsSync(list)) return list;
     dir = path.dirname(dir);
   }
-  throw new UsageError("no models.json found next to nti: pass --model DIR");
+  return null;
+}
+
+let modelList: Promise<KnownModel[]> | undefined;
+function knownModels(): Promise<KnownModel[]> {
+  const list = modelListFile();
+  return (modelList ??= list ? readModelList(list) : Promise.resolve([]));
+}
+
+/** The first model of models.json. */
+export async function defaultModelDir(): Promise<string> {
+  const [first] = await knownModels();
+  if (!first) throw new UsageError("no models.json found next to nti: pass --model DIR");
+  return first.path;
 }
 
 function numberOption(value: string | undefined, flag: string): number | undefined {
@@ -331,6 +385,8 @@ function sumRunSeconds(engine: Engine): number {
   return Object.values(engine.model.runStats()).reduce((a, s) => a + (s?.seconds ?? 0), 0);
 }
 
+/** A prompt as shown in a summary line: at most 80 characters. */
+const clip = (text: string) => (text.length > 80 ? `${text.slice(0, 77)}...` : text);
 const round = (x: number) => (Number.isFinite(x) ? Math.round(x * 1000) / 1000 : x);
 const fmtDb = (x: number) => (Number.isFinite(x) ? `${x.toFixed(2)} dB` : "identical");
 
@@ -356,8 +412,51 @@ class ProgressBar {
   }
 }
 
-if (require.main === module) {
-  main(process.argv.slice(2)).then(
+/**
+ * ONNX Runtime 1.30 reads /proc/self/cmdline while it creates a session and recurses once per byte or so:
+ * past ~29 KB of command line (a long --prompt) the process dies with SIGSEGV. Such a command line is
+ * moved into an environment variable of a child nti, whose own command line stays short.
+ */
+const SAFE_COMMAND_LINE_BYTES = 16 * 1024;
+const ARGV_ENV = "NTI_ARGV_JSON";
+
+function commandLineBytes(): number {
+  return [process.execPath, ...process.execArgv, ...process.argv.slice(1)].reduce((n, a) => n + Buffer.byteLength(a) + 1, 0);
+}
+
+function relaunchWithShortCommandLine(args: string[]): void {
+  const child = spawn(process.execPath, [...process.execArgv, __filename], { stdio: "inherit", env: { ...process.env, [ARGV_ENV]: JSON.stringify(args) } });
+  // The terminal's Ctrl-C reaches the child too (same process group); this process waits for its verdict.
+  process.on("SIGINT", () => undefined);
+  process.on("SIGTERM", () => child.kill("SIGTERM"));
+  child.on("error", (error) => {
+    process.stderr.write(`nti: cannot start: ${error.message}\n`);
+    process.exit(1);
+  });
+  child.on("exit", (code, signal) => {
+    if (!signal) process.exit(code ?? 1);
+    process.removeAllListeners(signal);
+    process.kill(process.pid, signal); // end as the child ended
+    process.exit(1);
+  });
+}
+
+function commandLineArgs(): string[] | null {
+  const moved = process.env[ARGV_ENV];
+  if (moved !== undefined) {
+    delete process.env[ARGV_ENV];
+    return JSON.parse(moved) as string[];
+  }
+  if (commandLineBytes() > SAFE_COMMAND_LINE_BYTES) {
+    relaunchWithShortCommandLine(process.argv.slice(2));
+    return null;
+  }
+  return process.argv.slice(2);
+}
+
+const args = require.main === module ? commandLineArgs() : null;
+if (args) {
+  main(args).then(
     (code) => process.exit(code),
     (error: unknown) => {
       if (error instanceof Error && error.name === "AbortError") {

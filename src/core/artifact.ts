@@ -4,8 +4,7 @@
  * hold z_T, the per-step null embeddings, Direct Inversion's offsets and the preprocessed source.
  * Written atomically; read back with every field checked.
  */
-import { promises as fs } from "node:fs";
-import { writeFileAtomic } from "./files";
+import { FileReadError, MAX_BYTES, readRegularFile } from "./files";
 import type { Model } from "./model";
 import { decodeSafetensors, encodeSafetensors, SafetensorsError, StoredTensor } from "./safetensors";
 import type { InnerLoop, NullInit } from "./inversion";
@@ -65,6 +64,8 @@ export interface InversionArtifact {
   /** The preprocessed source, uint8 [size, size, 3]. */
   source: Uint8Array;
   dims: { latent: [number, number, number, number]; tokens: number; hidden: number; imageSize: number };
+  /** The file it was read from, for messages. */
+  file?: string;
 }
 
 export class ArtifactError extends Error {
@@ -85,16 +86,13 @@ export function encodeArtifact(a: InversionArtifact): Uint8Array {
   return encodeSafetensors(tensors, { nti: JSON.stringify(a.header) });
 }
 
-export async function writeArtifact(file: string, artifact: InversionArtifact): Promise<void> {
-  await writeFileAtomic(file, encodeArtifact(artifact));
-}
-
-export async function readArtifact(file: string): Promise<InversionArtifact> {
-  const bytes = await fs.readFile(file).catch((error: NodeJS.ErrnoException) => {
-    throw new ArtifactError(`${file}: cannot read it (${error.code ?? error.message})`);
+export async function readArtifact(file: string, signal?: AbortSignal): Promise<InversionArtifact> {
+  const bytes = await readRegularFile(file, MAX_BYTES.artifact, signal).catch((error: unknown) => {
+    if (error instanceof FileReadError) throw new ArtifactError(`${file}: ${error.code === "ENOTREG" || error.code === "ETOOBIG" ? "the artifact " : ""}${error.message}`);
+    throw error;
   });
   try {
-    return decodeArtifact(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length));
+    return { ...decodeArtifact(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length)), file };
   } catch (error) {
     if (error instanceof ArtifactError || error instanceof SafetensorsError) {
       throw new ArtifactError(`${file}: not a valid inversion artifact: ${error.message}`);
@@ -136,6 +134,10 @@ export function decodeArtifact(bytes: Uint8Array): InversionArtifact {
     if (o.shape[0] !== steps || o.shape.slice(1).join() !== z.shape.slice(1).join()) fail(`direct_offsets has shape [${o.shape}], expected [${steps}, ${z.shape.slice(1)}]`);
     offsets = o.data as Float32Array;
   }
+  for (const [name, t] of [["z_T", z.data], ["null_embeddings", nulls.data], ["direct_offsets", offsets]] as const) {
+    const at = t ? firstNonFinite(t as Float32Array) : -1;
+    if (at >= 0) fail(`tensor ${name} holds ${(t as Float32Array)[at]} at index ${at}: the inversion is damaged; re-invert the image`);
+  }
   return {
     header: h,
     zT: z.data as Float32Array,
@@ -146,13 +148,19 @@ export function decodeArtifact(bytes: Uint8Array): InversionArtifact {
   };
 }
 
+/** Index of the first NaN or infinity, or -1. */
+export function firstNonFinite(values: Float32Array): number {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return i;
+  return -1;
+}
+
 function checkHeader(value: unknown, fail: (msg: string) => never): ArtifactHeader {
   const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
   if (!isObj(value)) fail("the nti header is not an object");
   const h = value as Record<string, unknown>;
   if (h.format !== ARTIFACT_FORMAT) fail(`format ${JSON.stringify(h.format)} is not "${ARTIFACT_FORMAT}"`);
   if (h.version !== ARTIFACT_VERSION) fail(`version ${JSON.stringify(h.version)} is not supported (this engine reads ${ARTIFACT_VERSION})`);
-  if (typeof h.prompt !== "string") fail("prompt is not a string");
+  if (typeof h.prompt !== "string" || h.prompt.trim() === "") fail("prompt is not a non-empty string");
   if (typeof h.created !== "string") fail("created is not a string");
   const s = h.settings;
   if (!isObj(s)) fail("settings is missing");
@@ -162,6 +170,16 @@ function checkHeader(value: unknown, fail: (msg: string) => never): ArtifactHead
     if (typeof settings[k] !== "number" || !Number.isFinite(settings[k])) fail(`settings.${k} is not a number`);
   }
   if (!Number.isInteger(settings.steps) || (settings.steps as number) < 1 || (settings.steps as number) > 1000) fail(`settings.steps ${settings.steps} is not an integer in 1..1000`);
+  // the ranges the CLI and the settings accept (the engine checks steps against the model's timesteps)
+  const range = (k: string, lo: number, hi: number, int = false) => {
+    const v = settings[k] as number;
+    if (v < lo || v > hi || (int && !Number.isInteger(v))) fail(`settings.${k} ${v} is not ${int ? "an integer" : "a number"} in ${lo}..${hi}`);
+  };
+  range("guidance", 1, 50);
+  range("innerSteps", 1, 1000, true);
+  range("learningRate", Number.MIN_VALUE, 10);
+  range("earlyStop", 0, 1e6);
+  range("earlyStopSlope", 0, 1e6);
   if (settings.pairing !== "consistent" && settings.pairing !== "notebook") fail(`settings.pairing ${JSON.stringify(settings.pairing)} is unknown`);
   // Artifacts written before these settings existed used the paper's loop and start.
   settings.innerLoop ??= "notebook";
@@ -190,7 +208,7 @@ function checkHeader(value: unknown, fail: (msg: string) => never): ArtifactHead
 }
 
 /** An artifact only makes sense with the exact model it was made with. */
-export function checkArtifactMatchesModel(artifact: InversionArtifact, model: Model, file = "artifact"): void {
+export function checkArtifactMatchesModel(artifact: InversionArtifact, model: Model, file = artifact.file ?? "the artifact"): void {
   const made = artifact.header.model;
   if (made.manifestSha256 !== model.manifestSha256) {
     throw new ArtifactError(
@@ -199,7 +217,13 @@ export function checkArtifactMatchesModel(artifact: InversionArtifact, model: Mo
   }
   const [, c, h, w] = model.latentDims;
   const [, ac, ah, aw] = artifact.dims.latent;
-  if (c !== ac || h !== ah || w !== aw || artifact.dims.hidden !== model.manifest.text_hidden_size) {
-    throw new ArtifactError(`${file}: tensor shapes do not fit model "${model.id}"`);
+  const m = model.manifest;
+  const found = `z_T [${artifact.dims.latent.slice(1)}], null_embeddings [${artifact.dims.tokens}, ${artifact.dims.hidden}], source ${artifact.dims.imageSize} px`;
+  const wanted = `[${c},${h},${w}], [${m.tokenizer.max_length}, ${m.text_hidden_size}], ${m.image_size} px`;
+  if (c !== ac || h !== ah || w !== aw || artifact.dims.tokens !== m.tokenizer.max_length || artifact.dims.hidden !== m.text_hidden_size || artifact.dims.imageSize !== m.image_size) {
+    throw new ArtifactError(`${file}: its tensors (${found}) do not fit model "${model.id}" (${wanted}): the file is damaged`);
+  }
+  if (artifact.header.settings.steps > m.scheduler.num_train_timesteps) {
+    throw new ArtifactError(`${file}: settings.steps ${artifact.header.settings.steps} is more than the model's ${m.scheduler.num_train_timesteps} timesteps`);
   }
 }

@@ -73,6 +73,7 @@ export class GraphSession {
   async run(feeds: Record<string, FeedValue>): Promise<Record<string, Float32Array>> {
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const [name, value] of Object.entries(feeds)) {
+      if (value.type === "float32") checkFinite(value.data, `${this.label}: input ${name}`);
       ortFeeds[name] = new ort.Tensor(value.type, value.data, value.dims);
     }
     const started = performance.now();
@@ -82,7 +83,7 @@ export class GraphSession {
     const out: Record<string, Float32Array> = {};
     for (const [name, tensor] of Object.entries(results)) {
       if (tensor.type !== "float32") throw new Error(`${this.label}: output ${name} is ${tensor.type}, expected float32`);
-      out[name] = tensor.data as Float32Array;
+      out[name] = checkFinite(tensor.data as Float32Array, `${this.label}: output ${name}`);
     }
     return out;
   }
@@ -90,6 +91,22 @@ export class GraphSession {
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+/** A NaN or infinity where a finite number was needed: in a graph's input or output, named. */
+export class NonFiniteError extends Error {
+  override name = "NonFiniteError";
+}
+
+/**
+ * Every value of every graph call is checked: one NaN in a latent or an embedding otherwise spreads to the
+ * whole image and ends as a black PNG with exit code 0. The scan costs far less than the graph call.
+ */
+function checkFinite(values: Float32Array, where: string): Float32Array {
+  for (let i = 0; i < values.length; i++) {
+    if (!Number.isFinite(values[i])) throw new NonFiniteError(`${where} holds ${values[i]} at index ${i} of ${values.length}: the model or its inputs produced non-finite numbers`);
+  }
+  return values;
 }
 
 function toInfo(meta: ort.InferenceSession.ValueMetadata): TensorInfo {

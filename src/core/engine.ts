@@ -7,6 +7,7 @@ import * as path from "node:path";
 import {
   ARTIFACT_FORMAT,
   ARTIFACT_VERSION,
+  ArtifactError,
   InversionArtifact,
   InversionMethod,
   INNER_LOOPS,
@@ -164,10 +165,10 @@ export class Engine {
   async invert(request: InvertRequest, options: RunOptions = {}): Promise<InversionResult> {
     const started = performance.now();
     const settings = this.resolveSettings(request.settings, request.schedule);
-    const notes = this.checkPrompt(request.prompt);
+    const notes = [...this.model.notes, ...this.checkPrompt(request.prompt)];
     const m = this.model.manifest;
     if (settings.method === "nulltext") await this.model.graph("null_text_grad"); // fail early if it is missing
-    const image = await loadImage(request.imagePath, m.image_size);
+    const image = await loadImage(request.imagePath, m.image_size, options.signal);
     notes.push(...image.notes);
     const run = new Run(this.model, this.model.scheduler(settings.steps), options);
     run.progress({ phase: "encode", step: 0, total: 1 });
@@ -232,7 +233,7 @@ export class Engine {
 
   /** Regenerates the image an artifact describes (its prompt, null embeddings and offsets). */
   async reconstruct(artifact: InversionArtifact, options: RunOptions = {}): Promise<{ image: Uint8Array; psnr: number }> {
-    checkArtifactMatchesModel(artifact, this.model);
+    this.checkArtifact(artifact);
     const s = artifact.header.settings;
     const run = new Run(this.model, this.model.scheduler(s.steps), options);
     const [cond] = splitRows(await encodePrompts(run, [artifact.header.prompt]), 1);
@@ -256,8 +257,8 @@ export class Engine {
 
   private async controlled(artifact: InversionArtifact, edit: ResolvedEdit, spec: EditSpec, options: RunOptions): Promise<EditResult> {
     const started = performance.now();
-    checkArtifactMatchesModel(artifact, this.model);
-    const notes = edit.prompts.slice(1).flatMap((p) => this.checkPrompt(p));
+    this.checkArtifact(artifact);
+    const notes = [...this.model.notes, ...edit.prompts.slice(1).flatMap((p) => this.checkPrompt(p))];
     const tok = this.model.tokenizer;
     const control = controlTensors(tok, edit);
     const m = this.model.manifest;
@@ -286,6 +287,16 @@ export class Engine {
       seconds: (performance.now() - started) / 1000,
       notes,
     };
+  }
+
+  /** The artifact was made with this model, and its header is one this model can run (its prompt's words known). */
+  private checkArtifact(artifact: InversionArtifact): void {
+    checkArtifactMatchesModel(artifact, this.model);
+    try {
+      this.checkPrompt(artifact.header.prompt);
+    } catch (error) {
+      throw new ArtifactError(`${artifact.file ?? "the artifact"}: its prompt cannot be used: ${(error as Error).message}`);
+    }
   }
 
   /** Direct Inversion's stored offsets as one latent per step (undefined for the other methods). */

@@ -31,7 +31,9 @@ export class EngineClient {
 
   /** `workerFile` is a script that calls serveEngine(parentPort). */
   constructor(workerFile: string) {
-    this.worker = new Worker(workerFile);
+    // A deeper native stack than the default 4 MB: ONNX Runtime's session creation recurses over the
+    // process's command line (see src/cli/nti.ts), which in an extension host is VS Code's, not ours.
+    this.worker = new Worker(workerFile, { resourceLimits: { stackSizeMb: 32 } });
     this.worker.on("message", (reply: WorkerReply) => this.receive(reply));
     this.worker.on("error", (error) => this.failAll(error));
     this.worker.on("exit", (code) => this.failAll(new Error(`the engine worker stopped (exit code ${code})`)));

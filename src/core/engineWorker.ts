@@ -58,8 +58,8 @@ export function serveEngine(port: MessagePort): void {
   const edit = async (job: EditJob, run: RunOptions): Promise<EditSummary> => {
     // everything that is not about where the job runs is the engine's EditSpec
     const { kind: _kind, modelDir, modelOptions, artifactPath, outDir, paintedMask, ...spec } = job;
-    const artifact = await readArtifact(artifactPath);
-    const engine = await engineFor(modelDir ?? artifact.header.model.dir, modelOptions);
+    const artifact = await readArtifact(artifactPath, run.signal);
+    const engine = await engineFor(modelDir, modelOptions);
     const latentSize = engine.model.manifest.latent_size;
     const userMask = paintedMask ? maskFromPainting(paintedMask.values, paintedMask.side, latentSize) : undefined;
     const result = await engine.edit(artifact, { ...spec, userMask }, run);

@@ -3,9 +3,8 @@
  * centre-cropped to a square and resized to the model size (bicubic, as the reference does with PIL).
  */
 import { createHash } from "node:crypto";
-import { promises as fs } from "node:fs";
 import sharp, { type Metadata } from "sharp";
-import { writeFileAtomic } from "./files";
+import { FileReadError, MAX_BYTES, readRegularFile, writeFileAtomic } from "./files";
 
 export class ImageError extends Error {
   override name = "ImageError";
@@ -27,16 +26,54 @@ export interface LoadedImage {
   notes: string[];
 }
 
-export async function loadImage(file: string, size: number): Promise<LoadedImage> {
-  const bytes = await fs.readFile(file).catch((error: NodeJS.ErrnoException) => {
-    throw new ImageError(`${file}: cannot read it (${error.code ?? error.message})`);
+/** Formats decoded as pixels. Vector and document inputs (SVG, PDF) and ImageMagick's catch-all are not
+ * images of the scene: an 18 KB SVG can ask for minutes of rendering, so they are refused by content. */
+const RASTER_FORMATS = new Set(["png", "jpeg", "webp", "gif", "tiff", "heif", "avif", "jp2", "jxl"]);
+
+/** What the first bytes say the file is: a raster format, or a description of what it is instead. */
+export function sniffFormat(bytes: Uint8Array): { raster: true } | { raster: false; looksLike: string } {
+  const ascii = (from: number, to: number) => String.fromCharCode(...bytes.subarray(from, to));
+  const starts = (...b: number[]) => b.every((v, i) => bytes[i] === v);
+  if (starts(0x89, 0x50, 0x4e, 0x47) || starts(0xff, 0xd8, 0xff) || ascii(0, 4) === "GIF8") return { raster: true };
+  if (ascii(0, 4) === "RIFF" && ascii(8, 12) === "WEBP") return { raster: true };
+  if (starts(0x49, 0x49, 0x2a, 0x00) || starts(0x4d, 0x4d, 0x00, 0x2a)) return { raster: true };
+  if (ascii(4, 8) === "ftyp") return { raster: true }; // HEIF, AVIF
+  if (starts(0, 0, 0, 0x0c) && (ascii(4, 8) === "jP  " || ascii(4, 8) === "JXL ")) return { raster: true };
+  if (starts(0xff, 0x0a)) return { raster: true }; // JPEG XL codestream
+  const head = ascii(0, Math.min(bytes.length, 256)).replace(/^\uFEFF/, "").trimStart();
+  if (head.startsWith("%PDF")) return { raster: false, looksLike: "a PDF document" };
+  if (/^<(\?xml|svg|!DOCTYPE svg)/i.test(head) || /<svg[\s>]/i.test(head)) return { raster: false, looksLike: "an SVG drawing" };
+  if (head.startsWith("<")) return { raster: false, looksLike: "XML or HTML" };
+  return { raster: false, looksLike: "" };
+}
+
+/** Reads an image or mask file: a regular file, at most MAX_BYTES.image, of a raster format. */
+async function readRaster(file: string, what: string, signal?: AbortSignal): Promise<Buffer> {
+  const bytes = await readRegularFile(file, MAX_BYTES.image, signal).catch((error: unknown) => {
+    if (error instanceof FileReadError) throw new ImageError(`${file}: ${error.code === "ENOTREG" || error.code === "ETOOBIG" ? `${what} ${error.message}` : error.message}`);
+    throw error;
   });
   if (bytes.length === 0) throw new ImageError(`${file}: the file is empty`);
+  const format = sniffFormat(bytes);
+  if (!format.raster) {
+    throw new ImageError(
+      format.looksLike
+        ? `${file}: ${format.looksLike}, not a raster image: ${what} must be PNG, JPEG, WebP, GIF, TIFF, AVIF/HEIF or JPEG 2000/XL (convert it first)`
+        : `${file}: not an image: ${what} must be PNG, JPEG, WebP, GIF, TIFF, AVIF/HEIF or JPEG 2000/XL`,
+    );
+  }
+  return bytes;
+}
+
+export async function loadImage(file: string, size: number, signal?: AbortSignal): Promise<LoadedImage> {
+  const bytes = await readRaster(file, "the image", signal);
   const notes: string[] = [];
   let meta: Metadata;
   try {
     meta = await sharp(bytes, { limitInputPixels: MAX_INPUT_PIXELS }).metadata();
+    if (!RASTER_FORMATS.has(meta.format ?? "")) throw new ImageError(`${file}: ${meta.format} input is not accepted; use a raster image (PNG, JPEG, WebP...)`);
   } catch (error) {
+    if (error instanceof ImageError) throw error;
     const message = sharpMessage(error);
     if (/exceeds pixel limit/i.test(message)) throw new ImageError(`${file}: larger than the ${MAX_INPUT_PIXELS / 1e6} megapixels accepted; scale it down first`);
     if (/premature end|truncat|corrupt/i.test(message)) throw new ImageError(`${file}: the image is damaged or truncated (${message})`);
@@ -144,12 +181,11 @@ export function psnr(a: Uint8Array, b: Uint8Array): number {
  * A mask image (white = may change) cropped like the source and averaged down to `size` x `size` (the
  * latent size), values in [0, 1]. Alpha, when present, is the mask (a painted stroke on transparency).
  */
-export async function loadMask(file: string, size: number): Promise<Float32Array> {
-  const bytes = await fs.readFile(file).catch((error: NodeJS.ErrnoException) => {
-    throw new ImageError(`${file}: cannot read the mask (${error.code ?? error.message})`);
-  });
+export async function loadMask(file: string, size: number, signal?: AbortSignal): Promise<Float32Array> {
+  const bytes = await readRaster(file, "the mask", signal);
   try {
     const meta = await sharp(bytes, { limitInputPixels: MAX_INPUT_PIXELS }).metadata();
+    if (!RASTER_FORMATS.has(meta.format ?? "")) throw new Error(`${meta.format} input is not accepted`);
     let img = sharp(bytes, { limitInputPixels: MAX_INPUT_PIXELS, pages: 1 }).rotate();
     img = meta.hasAlpha ? img.ensureAlpha().extractChannel("alpha") : img.greyscale();
     const { data, info } = await img.raw({ depth: "uchar" }).toBuffer({ resolveWithObject: true });

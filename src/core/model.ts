@@ -5,8 +5,10 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream, promises as fs } from "node:fs";
+import { availableParallelism } from "node:os";
 import * as path from "node:path";
 import { BackendOptions, GraphSession, RunStats, firstLine } from "./backend";
+import { FileReadError, MAX_BYTES, readRegularFile } from "./files";
 import { GraphEntry, GraphName, Manifest, ManifestError, validateManifest } from "./manifest";
 import { DdimScheduler } from "./scheduler";
 import { PromptTokenizer } from "./tokenizer";
@@ -33,6 +35,8 @@ export class Model {
     readonly manifestSha256: string,
     readonly tokenizer: PromptTokenizer,
     private readonly options: OpenModelOptions,
+    /** What was adjusted when opening (threads capped to the cores), for the results' notes. */
+    readonly notes: string[] = [],
   ) {}
 
   static async open(dir: string, options: OpenModelOptions = {}): Promise<Model> {
@@ -40,10 +44,10 @@ export class Model {
     const stat = await fs.stat(root).catch(() => null);
     if (!stat?.isDirectory()) throw new ModelError(`model folder ${root} does not exist or is not a folder`);
     const manifestPath = path.join(root, "nti.json");
-    const raw = await fs.readFile(manifestPath).catch(() => null);
-    if (raw === null) {
-      throw new ModelError(`${manifestPath} is missing: export the model with "python -m exporter export --from <diffusers folder> --out ${root}"`);
-    }
+    const raw = await readRegularFile(manifestPath, MAX_BYTES.json).catch((error: FileReadError) => {
+      if (error.code === "ENOENT") throw new ModelError(`${manifestPath} is missing: export the model with "python -m exporter export --from <diffusers folder> --out ${root}"`);
+      throw new ModelError(`${manifestPath}: ${error.message}`);
+    });
     let parsed: unknown;
     try {
       parsed = JSON.parse(raw.toString("utf8"));
@@ -72,7 +76,16 @@ export class Model {
       throw new ModelError(firstLine(error));
     }
     const sha = createHash("sha256").update(raw).digest("hex");
-    return new Model(root, manifest, sha, tokenizer, options);
+    const notes: string[] = [];
+    const cores = availableParallelism();
+    if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 0)) {
+      throw new ModelError(`threads must be a whole number >= 0 (0: automatic), got ${options.threads}`);
+    }
+    if (options.threads && options.threads > cores) {
+      notes.push(`${options.threads} threads asked for, ${cores} used: this machine has ${cores} cores`);
+      options = { ...options, threads: cores };
+    }
+    return new Model(root, manifest, sha, tokenizer, options, notes);
   }
 
   get id(): string {
@@ -155,20 +168,22 @@ export class Model {
 }
 
 async function checkFiles(root: string, manifest: Manifest, verifyHashes: boolean): Promise<void> {
-  const needed = new Set<string>([manifest.tokenizer.file]);
-  for (const entry of Object.values(manifest.graphs) as GraphEntry[]) {
-    needed.add(entry.file);
-    if (entry.external_data) needed.add(path.posix.join(path.posix.dirname(entry.file), entry.external_data));
-  }
-  for (const rel of needed) {
-    const file = path.join(root, rel);
-    const stat = await fs.stat(file).catch(() => null);
-    if (!stat?.isFile()) throw new ModelError(`${file} is missing (listed in nti.json)`);
-  }
+  // validateManifest has checked every path is relative, inside, and listed in `files`; here the disk must
+  // agree: each file present, regular, inside the folder once symlinks are resolved, of its size and hash.
+  const realRoot = await fs.realpath(root);
+  const inside = async (file: string, listedIn: string) => {
+    const real = await fs.realpath(file).catch(() => null);
+    if (real === null) throw new ModelError(`${file} is missing (listed in ${listedIn})`);
+    if (real !== realRoot && !real.startsWith(realRoot + path.sep)) throw new ModelError(`${file} resolves to ${real}, outside the model folder ${realRoot}: refused`);
+  };
+  const tokenizerDir = path.join(root, path.dirname(manifest.tokenizer.file));
+  await inside(tokenizerDir, "nti.json");
+  for (const name of await fs.readdir(tokenizerDir).catch(() => [] as string[])) await inside(path.join(tokenizerDir, name), "the tokenizer folder");
   for (const [rel, info] of Object.entries(manifest.files)) {
     const file = path.join(root, rel);
+    await inside(file, "nti.json");
     const stat = await fs.stat(file).catch(() => null);
-    if (!stat?.isFile()) throw new ModelError(`${file} is missing (listed in nti.json)`);
+    if (!stat?.isFile()) throw new ModelError(`${file} is missing or not a regular file (listed in nti.json)`);
     if (stat.size !== info.bytes) {
       throw new ModelError(`${file} has ${stat.size} bytes, nti.json says ${info.bytes}: the file is damaged or from another export`);
     }

@@ -1,13 +1,14 @@
 /**
- * Saving a result set: every file written atomically under one free stem in the output folder, all or
- * nothing (files already written are removed if a later one fails), never over the source image.
+ * Saving a result set: one stem reserved atomically in the output folder (parallel runs get distinct
+ * stems), every file written to a hidden temporary first and then renamed into place, the completing file
+ * (the artifact, or the attention maps of an edit) last; all or nothing, never over the source image.
  */
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { ARTIFACT_EXTENSION, encodeArtifact } from "./artifact";
 import sharp from "sharp";
 import type { EditResult, InversionResult } from "./engine";
-import { freeStem, writeFileAtomic } from "./files";
+import { reserveStem, tempSibling, writeFileAtomic, writeTemp } from "./files";
 import { attentionMapPng, encodePng } from "./image";
 
 export class OutputError extends Error {
@@ -43,39 +44,73 @@ export async function prepareOutputFolder(dir: string): Promise<string> {
 
 export async function saveInversion(outDir: string, imagePath: string, result: InversionResult): Promise<SavedInversion> {
   const dir = await prepareOutputFolder(outDir);
-  const stem = await freeStem(dir, path.parse(imagePath).name, Object.values(RESULT_SUFFIXES));
   const size = result.artifact.dims.imageSize;
-  const saved: SavedInversion = {
+  const files: [string, Uint8Array | string][] = [
+    [RESULT_SUFFIXES.source, await encodePng(result.artifact.source, size)],
+    [RESULT_SUFFIXES.reconstruction, await encodePng(result.reconstruction, size)],
+  ];
+  if (result.ddimReconstruction) files.push([RESULT_SUFFIXES.ddimReconstruction, await encodePng(result.ddimReconstruction, size)]);
+  files.push([RESULT_SUFFIXES.artifact, encodeArtifact(result.artifact)]); // last: its presence means the set is complete
+  const stem = await saveSet(dir, path.parse(imagePath).name, files, path.resolve(imagePath));
+  return {
     artifact: stem + RESULT_SUFFIXES.artifact,
     reconstruction: stem + RESULT_SUFFIXES.reconstruction,
     ddimReconstruction: result.ddimReconstruction ? stem + RESULT_SUFFIXES.ddimReconstruction : null,
     source: stem + RESULT_SUFFIXES.source,
   };
-  const writes: [string, Uint8Array][] = [
-    [saved.source, await encodePng(result.artifact.source, size)],
-    [saved.reconstruction, await encodePng(result.reconstruction, size)],
-  ];
-  if (saved.ddimReconstruction && result.ddimReconstruction) writes.push([saved.ddimReconstruction, await encodePng(result.ddimReconstruction, size)]);
-  writes.push([saved.artifact, encodeArtifact(result.artifact)]); // last: its presence means the set is complete
-  await writeAll(writes, path.resolve(imagePath));
-  return saved;
 }
 
-/** Writes each file atomically; on any failure removes the ones already written and throws an OutputError. */
-export async function writeAll(writes: [string, Uint8Array | string][], protectedPath?: string): Promise<void> {
+/**
+ * Writes `<stem><suffix>` for each file under a stem reserved in `dir` (`<name>`, else `<name>-2`...):
+ * all temporaries first, then the renames in order. On any failure removes what it wrote and throws an
+ * OutputError. Returns the stem (`<dir>/<name>[-n]`).
+ */
+export async function saveSet(dir: string, name: string, files: [string, Uint8Array | string][], protectedPath?: string): Promise<string> {
+  let reservation;
+  try {
+    reservation = await reserveStem(dir, name, files.map(([suffix]) => suffix));
+  } catch (error) {
+    throw outputError(error, dir);
+  }
+  const temps: string[] = [];
+  const done: string[] = [];
+  try {
+    const targets = files.map(([suffix]) => reservation.stem + suffix);
+    for (const target of targets) {
+      if (protectedPath && path.resolve(target) === protectedPath) throw new OutputError(`refusing to write over the source image ${target}`);
+    }
+    for (const [i, [, data]] of files.entries()) temps.push(await writeTemp(targets[i], data));
+    for (const [i, temp] of temps.entries()) {
+      await fs.rename(temp, targets[i]);
+      done.push(targets[i]);
+    }
+    return reservation.stem;
+  } catch (error) {
+    await Promise.all([...temps, ...done].map((f) => fs.rm(f, { force: true })));
+    throw outputError(error, dir);
+  } finally {
+    await reservation.release();
+  }
+}
+
+/** Writes each file atomically (files whose names are already decided); on failure removes the ones written. */
+export async function writeAll(writes: [string, Uint8Array | string][]): Promise<void> {
   const done: string[] = [];
   try {
     for (const [file, data] of writes) {
-      if (protectedPath && path.resolve(file) === protectedPath) throw new OutputError(`refusing to write over the source image ${file}`);
       await writeFileAtomic(file, data);
       done.push(file);
     }
   } catch (error) {
     await Promise.all(done.map((f) => fs.rm(f, { force: true })));
-    if (error instanceof OutputError) throw error;
-    const e = error as NodeJS.ErrnoException;
-    throw new OutputError(`cannot write ${e.path ?? "results"}: ${e.code === "ENOSPC" ? "the disk is full" : e.code ?? e.message}; nothing was saved`);
+    throw outputError(error, "results");
   }
+}
+
+function outputError(error: unknown, fallback: string): OutputError {
+  if (error instanceof OutputError) return error;
+  const e = error as NodeJS.ErrnoException;
+  return new OutputError(`cannot write ${e.path ?? fallback}: ${e.code === "ENOSPC" ? "the disk is full" : e.code ?? e.message}; nothing was saved`);
 }
 
 export interface SavedEdit {
@@ -126,32 +161,31 @@ export async function saveEdit(outDir: string, artifactPath: string, result: Edi
   const dir = await prepareOutputFolder(outDir);
   const edits = result.images.length - 1;
   const imageSuffixes = edits === 1 ? [".png"] : Array.from({ length: edits }, (_, i) => `-${i + 1}.png`);
-  const suffixes = [...imageSuffixes, ".attention.json", ".mask.png"];
-  const stem = await freeStem(dir, `${path.parse(artifactPath).name}.edit`, suffixes);
   const size = imageSide(result);
-  const writes: [string, Uint8Array | string][] = [];
-  const images = imageSuffixes.map((s) => stem + s);
-  for (const [i, file] of images.entries()) writes.push([file, await encodePng(result.images[i + 1], size)]);
-  let mask: string | null = null;
+  const files: [string, Uint8Array | string][] = [];
+  for (const [i, suffix] of imageSuffixes.entries()) files.push([suffix, await encodePng(result.images[i + 1], size)]);
   if (result.mask) {
     const plane = result.mask.length / result.images.length;
     const side = Math.round(Math.sqrt(plane));
-    mask = stem + ".mask.png";
     const grey = Uint8Array.from(result.mask.subarray(plane, 2 * plane), (v) => Math.round(255 * v));
-    writes.push([mask, await sharp(Buffer.from(grey), { raw: { width: side, height: side, channels: 1 } }).png().toBuffer()]);
+    files.push([".mask.png", await sharp(Buffer.from(grey), { raw: { width: side, height: side, channels: 1 } }).png().toBuffer()]);
   }
-  const attentionMaps = stem + ".attention.json";
-  writes.push([attentionMaps, attentionJson(result)]);
-  await writeAll(writes);
-  return { images, attentionMaps, mask };
+  files.push([".attention.json", attentionJson(result)]); // last: completes the set
+  const stem = await saveSet(dir, `${path.parse(artifactPath).name}.edit`, files, path.resolve(artifactPath));
+  return { images: imageSuffixes.map((s) => stem + s), attentionMaps: stem + ".attention.json", mask: result.mask ? stem + ".mask.png" : null };
 }
 
 /** The first prompt's per-token maps as PNGs in `<stem>.attention/` (built in a hidden folder, then renamed). */
 export async function saveAttentionPngs(outDir: string, artifactPath: string, result: EditResult): Promise<{ folder: string; files: string[] }> {
   const dir = await prepareOutputFolder(outDir);
-  const stem = await freeStem(dir, path.parse(artifactPath).name, [".attention"]);
-  const folder = stem + ".attention";
-  const temp = path.join(dir, `.${path.basename(folder)}.${process.pid}.tmp`);
+  let reservation;
+  try {
+    reservation = await reserveStem(dir, path.parse(artifactPath).name, [".attention"]);
+  } catch (error) {
+    throw outputError(error, dir);
+  }
+  const folder = reservation.stem + ".attention";
+  const temp = tempSibling(folder, "tmpdir");
   const size = imageSide(result);
   const files: string[] = [];
   try {
@@ -166,8 +200,9 @@ export async function saveAttentionPngs(outDir: string, artifactPath: string, re
     await fs.rename(temp, folder);
   } catch (error) {
     await fs.rm(temp, { recursive: true, force: true });
-    const e = error as NodeJS.ErrnoException;
-    throw new OutputError(`cannot write ${folder}: ${e.code === "ENOSPC" ? "the disk is full" : e.code ?? e.message}; nothing was saved`);
+    throw outputError(error, folder);
+  } finally {
+    await reservation.release();
   }
   return { folder, files };
 }

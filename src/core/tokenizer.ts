@@ -12,7 +12,8 @@
  * patched below (see adaptToRustSemantics and lowercaseLikeRust).
  */
 
-import { readFile, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
+import { MAX_BYTES, readRegularFile } from "./files";
 import path from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 
@@ -90,8 +91,17 @@ async function isFile(file: string): Promise<boolean> {
   }
 }
 
+/** A tokenizer file's text: a regular file of at most MAX_BYTES.json. */
+async function readText(file: string): Promise<string> {
+  try {
+    return (await readRegularFile(file, MAX_BYTES.json)).toString("utf8");
+  } catch (err) {
+    throw new Error(`${file}: ${(err as Error).message}`);
+  }
+}
+
 async function readJson(file: string): Promise<unknown> {
-  const text = await readFile(file, "utf8");
+  const text = await readText(file);
   try {
     return JSON.parse(text);
   } catch (err) {
@@ -291,7 +301,7 @@ async function loadFolder(dir: string): Promise<LoadedFolder> {
   const [hasVocab, hasMerges] = [await isFile(vocabFile), await isFile(mergesFile)];
   if (hasVocab && hasMerges) {
     const vocab = parseVocab(await readJson(vocabFile), vocabFile);
-    const merges = parseMerges(await readFile(mergesFile, "utf8"), mergesFile);
+    const merges = parseMerges(await readText(mergesFile), mergesFile);
     const bos = namedTokens.bos ?? CLIP_BOS;
     const eos = namedTokens.eos ?? CLIP_EOS;
     // CLIP's unknown token is the end token; its byte-level base vocabulary means it is never needed.

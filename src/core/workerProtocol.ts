@@ -23,8 +23,8 @@ export interface InvertJob {
 /** An edit of a saved inversion: the engine's EditSpec, with the mask as painted in the panel. */
 export interface EditJob extends Omit<EditSpec, "userMask"> {
   kind: "edit";
-  /** Defaults to the folder recorded in the artifact. */
-  modelDir?: string;
+  /** The model to edit with, chosen by the host (an artifact never names the folder to load). */
+  modelDir: string;
   modelOptions?: OpenModelOptions;
   artifactPath: string;
   outDir: string;

@@ -10,7 +10,7 @@ import { EngineClient } from "../core/engineClient";
 import type { ScheduleName } from "../core/engine";
 import type { Progress } from "../core/inversion";
 import type { InvertSummary } from "../core/workerProtocol";
-import { modelFolder, selectModel } from "./models";
+import { configuredModel, knownModels, modelFolder, selectModel } from "./models";
 import { InversionPanel, PanelHost } from "./panel";
 
 let client: EngineClient | undefined;
@@ -28,13 +28,15 @@ export function activate(context: vscode.ExtensionContext): NullTextApi {
   log = vscode.window.createOutputChannel("Null-text Inversion");
   const host: PanelHost = {
     client: () => (client ??= new EngineClient(path.join(context.extensionPath, "dist", "worker.js"))),
+    modelFolder: () => modelFolder(context.extensionPath),
+    knownModels: async () => [...(await knownModels(context.extensionPath)), ...(await configuredModel())],
     log: (line) => log.appendLine(line),
     exclusive,
     cancel: () => running?.abort(),
   };
   context.subscriptions.push(
     log,
-    vscode.commands.registerCommand("nullText.invertImage", (uri?: vscode.Uri, options?: { prompt?: string }) => invertImage(context, host, uri, options)),
+    vscode.commands.registerCommand("nullText.invertImage", (uri?: vscode.Uri, options?: InvertOptions) => invertImage(context, host, uri, options)),
     vscode.commands.registerCommand("nullText.editInversion", (uri?: vscode.Uri) => editInversion(uri)),
     vscode.commands.registerCommand("nullText.openPanel", () => openPanel()),
     vscode.commands.registerCommand("nullText.selectModel", () => selectModel(context.extensionPath, (l) => log.appendLine(l))),
@@ -104,13 +106,24 @@ function settings() {
   };
 }
 
+/**
+ * Where results go: the configured folder, relative to the image's workspace folder, else to the first
+ * workspace folder (an image from elsewhere never gets an output folder beside it), else beside the image
+ * when no folder is open at all.
+ */
 function outputFolder(image: vscode.Uri, configured: string): string {
   if (path.isAbsolute(configured)) return configured;
-  const folder = vscode.workspace.getWorkspaceFolder(image);
+  const folder = vscode.workspace.getWorkspaceFolder(image) ?? vscode.workspace.workspaceFolders?.[0];
   return path.join(folder ? folder.uri.fsPath : path.dirname(image.fsPath), configured);
 }
 
-async function invertImage(context: vscode.ExtensionContext, host: PanelHost, uri?: vscode.Uri, options?: { prompt?: string }): Promise<InvertSummary | undefined> {
+/** `prompt` runs without asking (tests, scripts); `suggestedPrompt` prefills the prompt box (Re-invert). */
+interface InvertOptions {
+  prompt?: string;
+  suggestedPrompt?: string;
+}
+
+async function invertImage(context: vscode.ExtensionContext, host: PanelHost, uri?: vscode.Uri, options?: InvertOptions): Promise<InvertSummary | undefined> {
   const image =
     uri ??
     vscode.window.activeTextEditor?.document.uri ??
@@ -126,7 +139,7 @@ async function invertImage(context: vscode.ExtensionContext, host: PanelHost, ur
     (await vscode.window.showInputBox({
       title: `Invert ${path.basename(image.fsPath)}`,
       prompt: "Describe the image",
-      value: context.workspaceState.get<string>(promptKey, ""),
+      value: options?.suggestedPrompt ?? context.workspaceState.get<string>(promptKey, ""),
       validateInput: (v) => (v.trim() ? undefined : "The prompt is empty"),
     }));
   if (prompt === undefined) return undefined;

@@ -1,22 +1,17 @@
 /** Which model folder the extension uses: the setting, else the first of the bundled models.json. */
-import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import * as vscode from "vscode";
+import { KnownModel, readModelList } from "../core/modelList";
 
-interface KnownModel {
-  id: string;
-  name: string;
-  path: string;
-  description?: string;
+/** The bundled models (models.json in the extension). */
+export function knownModels(extensionPath: string): Promise<KnownModel[]> {
+  return readModelList(path.join(extensionPath, "models.json"));
 }
 
-export async function knownModels(extensionPath: string): Promise<KnownModel[]> {
-  try {
-    const list = JSON.parse(await fs.readFile(path.join(extensionPath, "models.json"), "utf8")) as { models: KnownModel[] };
-    return list.models.map((m) => ({ ...m, path: path.resolve(extensionPath, m.path) }));
-  } catch {
-    return [];
-  }
+/** The folder of the nullText.modelFolder setting, as a model entry ([] when unset). */
+export async function configuredModel(): Promise<KnownModel[]> {
+  const folder = vscode.workspace.getConfiguration("nullText").get<string>("modelFolder", "").trim();
+  return folder ? [{ id: path.basename(folder), name: `${path.basename(folder)} (configured)`, path: path.resolve(folder) }] : [];
 }
 
 export async function modelFolder(extensionPath: string): Promise<string> {

@@ -10,6 +10,7 @@ import * as path from "node:path";
 import * as vscode from "vscode";
 import type { EngineClient } from "../core/engineClient";
 import type { Progress } from "../core/inversion";
+import type { KnownModel } from "../core/modelList";
 import type { AttentionData } from "../core/output";
 import type { EditSummary, InvertSummary } from "../core/workerProtocol";
 import { panelHtml } from "./panelHtml";
@@ -26,6 +27,10 @@ import {
 
 export interface PanelHost {
   client(): EngineClient;
+  /** The configured model folder (the setting, else the first bundled model). */
+  modelFolder(): Promise<string>;
+  /** Every model the user has: the bundled ones and the configured one. */
+  knownModels(): Promise<KnownModel[]>;
   log(line: string): void;
   /** Runs a job exclusively (one at a time), with a cancellable progress notification. */
   exclusive<T>(title: string, work: (signal: AbortSignal, report: (p: Progress) => void) => Promise<T>): Promise<T>;
@@ -158,11 +163,19 @@ export class InversionPanel {
     }
     const artifact = this.artifact;
     const outDir = this.outDir;
+    let modelDir: string | undefined;
+    try {
+      modelDir = await this.modelFor(artifact);
+    } catch (error) {
+      return void this.post({ type: "failed", message: (error as Error).message });
+    }
+    if (!modelDir) return void this.post({ type: "failed", message: "Edit not run: no model that made this inversion was chosen." });
     try {
       await this.post({ type: "busy", busy: true, what: `Editing: "${r.prompt}"` });
       const s: EditSummary = await this.host.exclusive(`Editing "${r.prompt}"`, (signal, report) =>
         this.host.client().edit(
           {
+            modelDir,
             artifactPath: artifact,
             outDir,
             prompts: [r.prompt],
@@ -183,12 +196,42 @@ export class InversionPanel {
     } catch (error) {
       const e = error as Error;
       await this.post({ type: "failed", message: e.name === "AbortError" ? "Edit cancelled; nothing was written." : `Edit failed: ${e.message}` });
-      if (/re-invert/.test(e.message) && this.origin) {
-        const origin = this.origin;
-        const choice = await vscode.window.showErrorMessage(`This inversion was made with another model: ${e.message}`, "Re-invert");
-        if (choice) await vscode.commands.executeCommand("nullText.invertImage", vscode.Uri.file(origin.image), { prompt: origin.prompt });
-      }
     }
+  }
+
+  /**
+   * The model folder to edit `artifactPath` with. The artifact records the sha256 of its model's nti.json,
+   * never which folder to load: the configured model if it is that one, else the user picks among the
+   * known models that are, or re-inverts. Undefined when nothing was chosen.
+   */
+  private async modelFor(artifactPath: string): Promise<string | undefined> {
+    const [{ readArtifact }, { manifestSha256, modelsMatching }] = await Promise.all([import("../core/artifact"), import("../core/modelList")]);
+    const made = (await readArtifact(artifactPath)).header.model;
+    const configured = await this.host.modelFolder();
+    if ((await manifestSha256(configured)) === made.manifestSha256) return configured;
+    const matches = await modelsMatching(await this.host.knownModels(), made.manifestSha256);
+    const use = matches.map((m) => `Use ${m.name}`);
+    const choice = await vscode.window.showWarningMessage(
+      `${path.basename(artifactPath)} was made with model "${made.id}", not with the configured model at ${configured}.${matches.length ? "" : " None of the known models is that one."}`,
+      ...use,
+      "Re-invert…",
+    );
+    if (choice === "Re-invert…") await this.reinvert();
+    const picked = choice ? use.indexOf(choice) : -1;
+    if (picked >= 0) this.host.log(`edit of ${artifactPath} with its model "${matches[picked].name}" (${matches[picked].path})`);
+    return picked >= 0 ? matches[picked].path : undefined;
+  }
+
+  /** Inverts the artifact's source again with the configured model: the prompt box asks, prefilled. */
+  private async reinvert(): Promise<void> {
+    const origin = this.origin;
+    if (!origin) return;
+    const exists = await fs.stat(origin.image).then((s) => s.isFile(), () => false);
+    if (!exists) {
+      void vscode.window.showErrorMessage(`The source image ${origin.image} no longer exists: invert an image from the explorer.`);
+      return;
+    }
+    await vscode.commands.executeCommand("nullText.invertImage", vscode.Uri.file(origin.image), { suggestedPrompt: origin.prompt });
   }
 
   /** Copies an edit (by id: never a path from the webview) to a PNG the user picks in the workspace. */

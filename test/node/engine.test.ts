@@ -198,13 +198,14 @@ describe("broken model folders", () => {
     await model.release();
   });
 
-  test("a corrupt ONNX file is named: by the size check, and by ONNX Runtime when nti.json lists no size", async () => {
+  test("a corrupt ONNX file is named: by the size check, by the hash, and by ONNX Runtime when hashes are not checked", async () => {
     const d = broken("corrupt", (d) => writeFileSync(path.join(d, "unet/model.onnx"), "not onnx"));
     await assert.rejects(Model.open(d), /unet\/model.onnx has 8 bytes, nti.json says/);
     const m = manifest(d);
-    delete m.files["unet/model.onnx"];
+    m.files["unet/model.onnx"].bytes = 8;
     writeManifest(d, m);
-    const model = await Model.open(d);
+    await assert.rejects(Model.open(d), /unet\/model.onnx: sha256 [0-9a-f]{12}… does not match nti.json/);
+    const model = await Model.open(d, { verifyHashes: false });
     await assert.rejects(model.graph("unet"), /unet\/model.onnx: ONNX Runtime cannot load it: /);
     await model.release();
   });

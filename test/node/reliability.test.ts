@@ -14,7 +14,7 @@ import { ArtifactError, decodeArtifact, encodeArtifact } from "../../src/core/ar
 import { EngineClient } from "../../src/core/engineClient";
 import { Engine, PromptError } from "../../src/core/engine";
 import { ImageError, loadImage, savePng } from "../../src/core/image";
-import { ManifestError, validateManifest } from "../../src/core/manifest";
+import { ManifestError, relativePathProblem, validateManifest } from "../../src/core/manifest";
 import { Model, ModelError } from "../../src/core/model";
 import { OutputError, saveInversion } from "../../src/core/output";
 import { SafetensorsError } from "../../src/core/safetensors";
@@ -66,7 +66,7 @@ describe("images", () => {
     ["empty.png", /the file is empty/],
     ["truncated.png", /damaged or truncated/],
     ["truncated.jpg", /damaged or truncated/],
-    ["text.png", /not an image sharp can read/],
+    ["text.png", /not an image: the image must be PNG, JPEG, WebP/],
     ["huge.png", /larger than the 100 megapixels accepted/],
     ["missing.png", /cannot read it \(ENOENT\)/],
     ["one.png", { note: /1x1 resized to 64x64/, pixel: [0, 0, 255] }],
@@ -134,20 +134,29 @@ describe("fuzzing the parsers", () => {
     await engine.close();
   });
 
-  test("10,000 mutated artifacts: each read or rejected with one clear line, none slow", () => {
+  test("10,000 mutated artifacts: each read or rejected with one clear line, none slow; non-finite values always rejected", () => {
     const rand = prng(1);
     const headerLength = Number(new DataView(valid.buffer, valid.byteOffset, 8).getBigUint64(0, true));
-    const counts = { accepted: 0, rejected: 0 };
+    const header = JSON.parse(new TextDecoder().decode(valid.subarray(8, 8 + headerLength)));
+    const floatTensors = ["z_T", "null_embeddings"].map((name) => header[name].data_offsets as [number, number]);
+    const counts = { accepted: 0, rejected: 0, nonFiniteInjected: 0, nonFiniteRejected: 0 };
     let slowest = 0;
     for (let i = 0; i < 10_000; i++) {
       let bytes: Uint8Array = Uint8Array.from(valid);
-      const kind = i % 6;
+      const kind = i % 7;
       if (kind === 0) bytes = bytes.subarray(0, Math.floor(rand() * bytes.length));
       else if (kind === 1) for (let k = 0; k < 1 + rand() * 4; k++) bytes[8 + Math.floor(rand() * headerLength)] ^= 1 << Math.floor(rand() * 8);
       else if (kind === 2) bytes[Math.floor(rand() * bytes.length)] = Math.floor(rand() * 256);
       else if (kind === 3) new DataView(bytes.buffer).setBigUint64(0, BigInt(Math.floor(rand() * 2 ** 52)), true);
       else if (kind === 4) bytes = Uint8Array.from({ length: Math.floor(rand() * 512) }, () => Math.floor(rand() * 256));
-      else bytes = mutateHeader(bytes, headerLength, rand);
+      else if (kind === 5) bytes = mutateHeader(bytes, headerLength, rand);
+      else {
+        // one NaN or infinity somewhere in z_T or the null embeddings
+        const [begin, end] = floatTensors[Math.floor(rand() * floatTensors.length)];
+        const index = Math.floor(rand() * ((end - begin) / 4));
+        new DataView(bytes.buffer).setFloat32(8 + headerLength + begin + 4 * index, [NaN, Infinity, -Infinity][Math.floor(rand() * 3)], true);
+        counts.nonFiniteInjected += 1;
+      }
       const started = performance.now();
       try {
         decodeArtifact(bytes);
@@ -155,18 +164,23 @@ describe("fuzzing the parsers", () => {
       } catch (error) {
         assert.ok((error instanceof ArtifactError || error instanceof SafetensorsError) && oneLine(error), `mutation ${i} (${kind}) crashed the reader: ${error}`);
         counts.rejected += 1;
+        if (kind === 6 && /holds (NaN|-?Infinity) at index/.test((error as Error).message)) counts.nonFiniteRejected += 1;
       }
       slowest = Math.max(slowest, performance.now() - started);
     }
+    process.stdout.write(`# artifact fuzzing: ${JSON.stringify(counts)}, slowest ${slowest.toFixed(1)} ms\n`);
     assert.ok(counts.rejected > 5000, JSON.stringify(counts));
+    assert.equal(counts.nonFiniteRejected, counts.nonFiniteInjected, "every injected NaN/infinity is refused, naming its tensor");
     assert.ok(slowest < 1000, `slowest ${slowest} ms`);
   });
 
-  test("10,000 mutated manifests: each valid or rejected with one clear line", () => {
+  test("10,000 mutated manifests (values, paths, numeric parameters): each valid or rejected with one clear line; none accepted unsafe", () => {
     const rand = prng(2);
     const original = JSON.parse(readFileSync(path.join(TINY_MODEL, "nti.json"), "utf8"));
     const values = [null, 0, -1, 1.5, "", "x", [], {}, true, 1e308, "a".repeat(100), [1, 2], { name: 1 }];
-    let rejected = 0;
+    const hostilePaths = ["../nti.json", "/etc/passwd", "C:/Windows/x", "a\\b.onnx", "unet/../../x", "./unet/model.onnx", "unet//model.onnx", "x\u0000y"];
+    const numbers = [0, -1, -1e-9, 1e-12, 0.5, 5e7, 1e30, 2 ** 53, -0];
+    const counts = { valid: 0, rejected: 0, pathMutations: 0, numberMutations: 0 };
     for (let i = 0; i < 10_000; i++) {
       const m = structuredClone(original);
       const paths = collectPaths(m);
@@ -174,19 +188,52 @@ describe("fuzzing the parsers", () => {
         const p = paths[Math.floor(rand() * paths.length)];
         const parent = p.slice(0, -1).reduce((o: any, key) => (o == null ? o : o[key]), m);
         if (parent == null || typeof parent !== "object") continue;
-        if (rand() < 0.3) delete parent[p[p.length - 1]];
-        else parent[p[p.length - 1]] = values[Math.floor(rand() * values.length)];
+        const key = p[p.length - 1];
+        const current = parent[key];
+        const mode = rand();
+        if (typeof current === "string" && /\.(onnx|json|data)$|\//.test(current) && mode < 0.6) {
+          parent[key] = hostilePaths[Math.floor(rand() * hostilePaths.length)];
+          counts.pathMutations += 1;
+        } else if (typeof current === "number" && mode < 0.6) {
+          parent[key] = numbers[Math.floor(rand() * numbers.length)];
+          counts.numberMutations += 1;
+        } else if (key === "files" || (p.length === 2 && p[0] === "files" && mode < 0.3)) {
+          const files = p.length === 2 ? parent : current;
+          const name = Object.keys(files)[0];
+          files[hostilePaths[Math.floor(rand() * hostilePaths.length)]] = files[name];
+          if (rand() < 0.5) delete files[name];
+          counts.pathMutations += 1;
+        } else if (rand() < 0.3) delete parent[key];
+        else parent[key] = values[Math.floor(rand() * values.length)];
+      }
+      if (i % 5 === 1) {
+        // one in five: a path the engine opens points somewhere else
+        const graphs = m.graphs && typeof m.graphs === "object" ? (Object.values(m.graphs) as any[]) : [];
+        const target = rand() < 0.3 ? m.tokenizer : graphs[Math.floor(rand() * graphs.length)];
+        if (target && typeof target === "object") {
+          target[rand() < 0.8 ? "file" : "external_data"] = hostilePaths[Math.floor(rand() * hostilePaths.length)];
+          counts.pathMutations += 1;
+        }
       }
       const subject = i % 10 === 0 ? values[i % values.length] : m;
+      let accepted;
       try {
-        validateManifest(subject);
+        accepted = validateManifest(subject);
       } catch (error) {
         assert.ok(error instanceof ManifestError && oneLine(error), `manifest mutation ${i} crashed the validator: ${error}`);
-        rejected += 1;
+        counts.rejected += 1;
+        continue;
       }
+      counts.valid += 1;
+      // what is accepted is safe: every file it names is a plain relative path listed with its hash
+      const named = [accepted.tokenizer.file, ...Object.values(accepted.graphs).flatMap((g) => [g!.file, ...(g!.external_data ? [path.posix.join(path.posix.dirname(g!.file), g!.external_data)] : [])])];
+      for (const file of [...named, ...Object.keys(accepted.files)]) assert.equal(relativePathProblem(file), null, `mutation ${i} accepted the path ${file}`);
+      for (const file of named) assert.ok(file in accepted.files, `mutation ${i} accepted the unlisted ${file}`);
+      assert.ok(accepted.scheduler.beta_start > 0 && accepted.vae_scaling_factor > 0 && accepted.attention.map_resolution >= 1 && accepted.tokenizer.max_length <= 1024, `mutation ${i} accepted a parameter out of range`);
     }
+    process.stdout.write(`# manifest fuzzing: ${JSON.stringify(counts)}\n`);
     // many mutations stay valid (a different string where any string will do); none may crash
-    assert.ok(rejected > 5000, `${rejected} rejected`);
+    assert.ok(counts.rejected > 5000, JSON.stringify(counts));
   });
 });
 
@@ -246,7 +293,7 @@ describe("cancellation at random steps", () => {
       const editStep = 1 + Math.floor(rand() * 9);
       const editController = new AbortController();
       await assert.rejects(
-        client.edit({ artifactPath: done.artifact, outDir: editOut, prompts: ["a blue circle on a white background"] }, { signal: editController.signal, onProgress: (p) => p.step === editStep && editController.abort() }),
+        client.edit({ modelDir: TINY_MODEL, artifactPath: done.artifact, outDir: editOut, prompts: ["a blue circle on a white background"] }, { signal: editController.signal, onProgress: (p) => p.step === editStep && editController.abort() }),
         { name: "AbortError" },
       );
       assert.ok(!existsSync(editOut) || readdirSync(editOut).length === 0, "files left after cancelling an edit");

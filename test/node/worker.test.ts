@@ -39,6 +39,7 @@ test("invert in the worker, cancel one mid-way, then run again", async () => {
   const side = 64;
   const values = Array.from({ length: side * side }, (_, i) => (i % side < side / 2 ? 1 : 0));
   const edited = await client.edit({
+    modelDir: job.modelDir,
     artifactPath: summary.artifact,
     outDir: path.join(dir, "done"),
     prompts: ["a blue circle on a white background"],
