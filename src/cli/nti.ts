@@ -335,8 +335,8 @@ async function openForArtifact(artifactPath: string, values: Values, signal: Abo
     modelDir = match.path;
   } else if ((await manifestSha256(modelDir)) !== made.manifestSha256) {
     const matches = await modelsMatching(known, made.manifestSha256);
-    const hint = matches.length ? `; the known model "${matches[0].id}" matches: --model ${matches[0].path}` : "";
-    throw new UsageError(`${artifactPath} was made with model "${made.id}" (nti.json sha256 ${made.manifestSha256.slice(0, 12)}…), not with the one at ${path.resolve(modelDir)}${hint}, or re-invert the image`);
+    const hint = matches.length ? `the known model "${matches[0].id}" is that one (--model ${matches[0].path})` : "pass --model with the folder it was made with";
+    throw new UsageError(`${artifactPath} was made with model "${made.id}" (nti.json sha256 ${made.manifestSha256.slice(0, 12)}…), not with the one at ${path.resolve(modelDir)}: ${hint}, or re-invert the image`);
   }
   const out = await OutputFolder.prepare(values.out ?? path.dirname(artifactPath));
   const engine = await out.run(() => openEngine(modelDir, values));

@@ -209,7 +209,7 @@ describe("4. an artifact never chooses the model folder", () => {
     // the bundled model is known, but it is not the one: named with the match hint absent
     const wrong = nti(["edit", file, "--prompt", "a blue circle", "--model", SHAPES_MODEL], work);
     assert.equal(wrong.code, 1);
-    assert.match(wrong.stderr, /was made with model "[^"]+" .*not with the one at .*shapes-tiny, or re-invert the image/);
+    assert.match(wrong.stderr, /was made with model "[^"]+" .*not with the one at .*shapes-tiny: pass --model with the folder it was made with, or re-invert the image/);
     // the folder it was really made with, given by the user, works
     const right = nti(["edit", file, "--prompt", "a blue circle", "--model", TINY_MODEL, "--out", path.join(work, "out"), "--json"], work);
     assert.equal(right.code, 0, right.stderr);
