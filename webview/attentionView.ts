@@ -1,6 +1,7 @@
 /**
- * Cross-attention viewer: the prompt's words as chips; hovering or clicking one overlays its map on the
- * source image (a heat overlay on a canvas, the map normalised to its maximum).
+ * Cross-attention viewer: the prompt's words as chips; hovering, focusing or clicking one overlays its map
+ * on the image the prompt belongs to (a heat overlay, the map stretched from its minimum to its maximum,
+ * with a colour scale below).
  */
 import type { PanelAttention, PanelToken } from "../src/shared/protocol";
 
@@ -9,6 +10,9 @@ export class AttentionView {
   private readonly canvas: HTMLCanvasElement;
   private readonly words: HTMLElement;
   private readonly caption: HTMLElement;
+  private readonly scale: HTMLElement;
+  /** Whose attention is shown ("the source", an edit). */
+  private owner = "";
   private image: HTMLImageElement | null = null;
   private attention: PanelAttention | null = null;
   private pinned: PanelToken | null = null;
@@ -22,13 +26,27 @@ export class AttentionView {
     title.textContent = "Cross-attention";
     this.words = document.createElement("div");
     this.words.className = "words";
+    this.words.setAttribute("role", "group");
+    this.words.setAttribute("aria-label", "words of the prompt");
     this.canvas = document.createElement("canvas");
     this.canvas.width = this.canvas.height = 256;
     this.canvas.className = "attention-canvas";
+    this.canvas.setAttribute("role", "img");
+    this.canvas.setAttribute("aria-label", "cross-attention map over the image");
+    this.scale = document.createElement("div");
+    this.scale.className = "scale";
+    const bar = document.createElement("span");
+    bar.className = "scale-bar";
+    const low = document.createElement("span");
+    low.textContent = "least attention";
+    const high = document.createElement("span");
+    high.textContent = "most";
+    this.scale.append(low, bar, high);
     this.caption = document.createElement("div");
     this.caption.className = "status";
+    this.caption.setAttribute("aria-live", "polite");
     this.caption.textContent = "Hover or click a word to see where it attends.";
-    this.element.append(title, this.words, this.canvas, this.caption);
+    this.element.append(title, this.words, this.canvas, this.scale, this.caption);
   }
 
   setImage(uri: string): void {
@@ -40,8 +58,18 @@ export class AttentionView {
     img.src = uri;
   }
 
-  setAttention(attention: PanelAttention): void {
+  /** Nothing shown: no words, no map, no image. */
+  clear(): void {
+    this.attention = null;
+    this.pinned = null;
+    this.image = null;
+    this.words.replaceChildren();
+    this.draw(null);
+  }
+
+  setAttention(attention: PanelAttention, owner: string): void {
     this.attention = attention;
+    this.owner = owner;
     this.pinned = null;
     this.words.replaceChildren(
       ...attention.tokens.map((t) => {
@@ -49,11 +77,19 @@ export class AttentionView {
         chip.className = "word";
         chip.textContent = t.token;
         chip.dataset.position = String(t.position);
+        chip.type = "button";
+        chip.setAttribute("aria-pressed", "false");
         chip.addEventListener("mouseenter", () => this.draw(t));
         chip.addEventListener("mouseleave", () => this.draw(this.pinned));
+        chip.addEventListener("focus", () => this.draw(t));
+        chip.addEventListener("blur", () => this.draw(this.pinned));
         chip.addEventListener("click", () => {
           this.pinned = this.pinned === t ? null : t;
-          for (const c of this.words.querySelectorAll(".word")) c.classList.toggle("pinned", c === chip && this.pinned === t);
+          for (const c of this.words.querySelectorAll(".word")) {
+            const on = c === chip && this.pinned === t;
+            c.classList.toggle("pinned", on);
+            c.setAttribute("aria-pressed", String(on));
+          }
           this.draw(this.pinned);
         });
         return chip;
@@ -75,15 +111,17 @@ export class AttentionView {
       return;
     }
     const r = this.attention.resolution;
-    const max = Math.max(...token.map, 1e-12);
+    const max = Math.max(...token.map);
+    const min = Math.min(...token.map);
+    const span = Math.max(max - min, 1e-12);
     const cell = size / r;
     for (let y = 0; y < r; y++) {
       for (let x = 0; x < r; x++) {
-        const v = token.map[y * r + x] / max;
+        const v = (token.map[y * r + x] - min) / span;
         ctx.fillStyle = `rgba(255, ${Math.round(80 + 120 * (1 - v))}, 0, ${(0.75 * v).toFixed(3)})`;
         ctx.fillRect(x * cell, y * cell, cell, cell);
       }
     }
-    this.caption.textContent = `"${token.token}" (token ${token.position}): its cross-attention, ${r}x${r}, averaged over steps, layers and heads`;
+    this.caption.textContent = `"${token.token}" (word ${token.position} of the prompt of ${this.owner}): where it attends, ${r}x${r}, averaged over steps, layers and heads; ${(100 * min / Math.max(max, 1e-12)).toFixed(0)}% of its peak where it attends least`;
   }
 }

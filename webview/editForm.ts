@@ -7,7 +7,7 @@ import "@vscode-elements/elements/dist/vscode-label/index.js";
 import "@vscode-elements/elements/dist/vscode-option/index.js";
 import "@vscode-elements/elements/dist/vscode-single-select/index.js";
 import "@vscode-elements/elements/dist/vscode-textfield/index.js";
-import { EDIT_MODE_CHOICES, EditModeChoice, EditRequest } from "../src/shared/protocol";
+import { EDIT_MODE_CHOICES, EditModeChoice, EditRequest, PanelEdit } from "../src/shared/protocol";
 
 type Field = HTMLElement & { value: string };
 
@@ -33,6 +33,9 @@ export class EditForm {
   private readonly self: Field;
   private readonly reweight: Field;
   private readonly blend: Field;
+  private readonly blendThreshold: Field;
+  /** Keyboard brush position (in source pixels). */
+  private cursor = { x: 0, y: 0 };
   private readonly brush: HTMLCanvasElement;
   private readonly error: HTMLElement;
   private readonly run: HTMLElement;
@@ -55,6 +58,8 @@ export class EditForm {
     modeLabel.textContent = "Mode";
     this.mode = document.createElement("vscode-single-select") as Field;
     this.mode.id = "edit-mode";
+    modeLabel.setAttribute("for", "edit-mode");
+    (this.mode as Field & { label: string }).label = "Mode"; // the accessible name of the select inside it
     for (const m of EDIT_MODE_CHOICES) {
       const o = document.createElement("vscode-option");
       o.setAttribute("value", m);
@@ -67,9 +72,11 @@ export class EditForm {
     fields.push(w);
     [w, this.self] = field("Self-attention steps (fraction)", "edit-self", "0.4", { type: "number", min: "0", max: "1", step: "0.05" });
     fields.push(w);
-    [w, this.reweight] = field("Reweight (word=factor, ...)", "edit-reweight", "", { placeholder: "red=3" });
+    [w, this.reweight] = field("Reweight (word=factor, ...; optional)", "edit-reweight", "", { placeholder: "none (e.g. red=3)" });
     fields.push(w);
-    [w, this.blend] = field("Local blend words", "edit-blend", "", { placeholder: "circle" });
+    [w, this.blend] = field("Local blend words (optional)", "edit-blend", "", { placeholder: "none (e.g. circle)" });
+    fields.push(w);
+    [w, this.blendThreshold] = field("Local blend threshold (0 to 1)", "edit-blend-threshold", "0.3", { type: "number", min: "0", max: "1", step: "0.05" });
     fields.push(w);
 
     const brushTitle = document.createElement("vscode-label");
@@ -77,6 +84,12 @@ export class EditForm {
     this.brush = document.createElement("canvas");
     this.brush.width = this.brush.height = 256;
     this.brush.className = "brush";
+    this.brush.tabIndex = 0;
+    this.brush.setAttribute("role", "img");
+    this.brush.setAttribute("aria-label", "mask brush over the source image: drag to paint, Alt-drag to erase; with the keyboard, arrow keys move the brush, Space paints, Delete erases");
+    this.brush.addEventListener("keydown", (e) => this.key(e));
+    this.brush.addEventListener("focus", () => this.drawBrush());
+    this.brush.addEventListener("blur", () => this.drawBrush());
     this.brush.addEventListener("pointerdown", (e) => {
       this.painting = true;
       this.brush.setPointerCapture(e.pointerId);
@@ -104,6 +117,36 @@ export class EditForm {
     this.element.addEventListener("submit", (e) => e.preventDefault());
   }
 
+  /** Painted cells of the mask (for the webview tests). */
+  get paintedCells(): number {
+    return this.mask ? this.mask.reduce((n, v) => n + (v > 0 ? 1 : 0), 0) : -this.side - 1;
+  }
+
+  /** A new inversion: the form forgets the previous image's prompt, mask and error. */
+  reset(prompt: string): void {
+    this.prompt.value = prompt;
+    this.reweight.value = "";
+    this.blend.value = "";
+    this.blendThreshold.value = "0.3";
+    this.mask = null;
+    this.source = null;
+    this.side = 0;
+    this.error.textContent = "";
+    this.drawBrush();
+  }
+
+  /** Fills the form with an earlier edit's parameters, to run it again or change it. */
+  fill(edit: PanelEdit): void {
+    this.prompt.value = edit.prompt;
+    this.mode.value = EDIT_MODE_CHOICES.includes(edit.mode as EditModeChoice) ? edit.mode : "auto";
+    this.cross.value = String(edit.cross);
+    this.self.value = String(edit.self);
+    this.reweight.value = edit.reweight;
+    this.blend.value = edit.blend;
+    this.blendThreshold.value = String(edit.blendThreshold);
+    this.prompt.focus();
+  }
+
   setSource(uri: string, prompt: string): void {
     if (!this.prompt.value) this.prompt.value = prompt;
     const img = new Image();
@@ -124,12 +167,29 @@ export class EditForm {
     this.error.textContent = message;
   }
 
+  private key(e: KeyboardEvent): void {
+    if (!this.side) return;
+    const step = Math.max(1, Math.round(this.side / 16));
+    const moves: Record<string, [number, number]> = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+    if (moves[e.key]) {
+      this.cursor.x = Math.min(this.side - 1, Math.max(0, this.cursor.x + moves[e.key][0]));
+      this.cursor.y = Math.min(this.side - 1, Math.max(0, this.cursor.y + moves[e.key][1]));
+    } else if (e.key === " " || e.key === "Enter" || e.key === "Delete" || e.key === "Backspace") {
+      this.paintAt(this.cursor.x + 0.5, this.cursor.y + 0.5, !(e.key === "Delete" || e.key === "Backspace"));
+    } else return;
+    e.preventDefault();
+    this.drawBrush();
+  }
+
   private paint(e: PointerEvent, on: boolean): void {
     if (!this.side) return;
-    this.mask ??= new Float32Array(this.side * this.side);
     const rect = this.brush.getBoundingClientRect();
-    const cx = ((e.clientX - rect.left) / rect.width) * this.side;
-    const cy = ((e.clientY - rect.top) / rect.height) * this.side;
+    this.paintAt(((e.clientX - rect.left) / rect.width) * this.side, ((e.clientY - rect.top) / rect.height) * this.side, on);
+  }
+
+  private paintAt(cx: number, cy: number, on: boolean): void {
+    if (!this.side) return;
+    this.mask ??= new Float32Array(this.side * this.side);
     const radius = Math.max(1, this.side / 16);
     for (let y = Math.floor(cy - radius); y <= Math.ceil(cy + radius); y++) {
       for (let x = Math.floor(cx - radius); x <= Math.ceil(cx + radius); x++) {
@@ -147,8 +207,13 @@ export class EditForm {
     ctx.imageSmoothingEnabled = false;
     ctx.clearRect(0, 0, size, size);
     if (this.source) ctx.drawImage(this.source, 0, 0, size, size);
-    if (!this.mask) return;
+    if (!this.side) return;
     const cell = size / this.side;
+    if (document.activeElement === this.brush) {
+      ctx.strokeStyle = "rgba(80, 160, 255, 0.9)";
+      ctx.strokeRect(this.cursor.x * cell, this.cursor.y * cell, cell, cell);
+    }
+    if (!this.mask) return;
     ctx.fillStyle = "rgba(80, 160, 255, 0.55)";
     for (let y = 0; y < this.side; y++) for (let x = 0; x < this.side; x++) if (this.mask[y * this.side + x] > 0) ctx.fillRect(x * cell, y * cell, cell, cell);
   }
@@ -171,6 +236,7 @@ export class EditForm {
         self: num(this.self, "self-attention steps"),
         reweight: this.reweight.value,
         blend: this.blend.value,
+        blendThreshold: num(this.blendThreshold, "local blend threshold"),
         mask: painted,
       });
     } catch (error) {

@@ -1,17 +1,18 @@
 /**
- * The inversion panel: source | DDIM only | reconstruction | edits with PSNR, the live per-timestep loss
- * plot, the cross-attention viewer and the edit form. State arrives as typed messages
- * (src/shared/protocol.ts); the panel posts only typed requests back.
+ * The inversion panel: source | DDIM only | reconstruction with PSNR, the live per-timestep loss plot, the
+ * cross-attention viewer, the edit form and the history of edits (each with its "what changed" heatmap).
+ * State arrives as typed messages (src/shared/protocol.ts); the panel posts only typed requests back, and
+ * keeps the artifact's restore key in its webview state so a window reload brings it back.
  */
 import "@vscode-elements/elements/dist/vscode-button/index.js";
 import "@vscode-elements/elements/dist/vscode-progress-bar/index.js";
-import type { HostToWebview, PanelImage, WebviewToHost } from "../src/shared/protocol";
+import { HostToWebview, PanelEdit, PanelImage, POOR_EDIT_OUTSIDE_CHANGE, POOR_RECONSTRUCTION_DB, WebviewToHost } from "../src/shared/protocol";
 import { AttentionView } from "./attentionView";
 import { EditForm } from "./editForm";
 import { LossChart } from "./lossChart";
 import "./style.css";
 
-declare function acquireVsCodeApi(): { postMessage(message: unknown): void };
+declare function acquireVsCodeApi(): { postMessage(message: unknown): void; setState(state: unknown): void };
 
 const vscode = acquireVsCodeApi();
 const post = (message: WebviewToHost) => vscode.postMessage(message);
@@ -23,64 +24,108 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, text?: string, classN
   return node;
 }
 
+function button(text: string, onClick: () => void, secondary = true): HTMLElement {
+  const b = document.createElement("vscode-button");
+  b.textContent = text;
+  if (secondary) b.setAttribute("secondary", "");
+  b.addEventListener("click", onClick);
+  return b;
+}
+
 const fmtDb = (x: number | null) => (x === null ? "" : Number.isFinite(x) ? `PSNR ${x.toFixed(2)} dB` : "identical");
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
 // ---- layout -----------------------------------------------------------------------------------------
 const app = document.getElementById("app")!;
 const title = el("h1", "Null-text Inversion");
 const status = el("div", "Waiting for an inversion…", "status");
+status.setAttribute("role", "status");
+status.setAttribute("aria-live", "polite");
 const progress = document.createElement("vscode-progress-bar") as HTMLElement & { value: number; max: number };
+progress.setAttribute("aria-label", "progress of the running job");
 progress.hidden = true;
-const cancel = document.createElement("vscode-button");
-cancel.textContent = "Cancel";
-cancel.setAttribute("secondary", "");
+const cancel = button("Cancel", () => post({ type: "cancel" }));
 cancel.hidden = true;
-cancel.addEventListener("click", () => post({ type: "cancel" }));
-const reveal = document.createElement("vscode-button");
-reveal.textContent = "Reveal artifact";
-reveal.setAttribute("secondary", "");
+const reveal = button("Reveal artifact", () => post({ type: "reveal" }));
 reveal.hidden = true;
-reveal.addEventListener("click", () => post({ type: "reveal" }));
 const head = el("div", undefined, "head");
 head.append(status, cancel, reveal);
+
+// zoom: fit (a 192 px box), or whole multiples of the image's own pixels
+const zoom = el("div", undefined, "zoom");
+zoom.setAttribute("role", "radiogroup");
+zoom.setAttribute("aria-label", "image zoom");
+const ZOOMS: [string, string][] = [["fit", "Fit"], ["1", "1:1"], ["4", "4x"], ["8", "8x"]];
+let zoomLevel = "fit";
+for (const [value, label] of ZOOMS) {
+  const b = el("button", label, "chip");
+  b.type = "button";
+  b.dataset.zoom = value;
+  b.setAttribute("role", "radio");
+  b.addEventListener("click", () => setZoom(value));
+  zoom.append(b);
+}
+function setZoom(value: string): void {
+  zoomLevel = value;
+  for (const b of zoom.querySelectorAll<HTMLButtonElement>("button")) b.setAttribute("aria-checked", String(b.dataset.zoom === value));
+  for (const img of document.querySelectorAll<HTMLImageElement>("figure img")) sizeImage(img);
+}
+function sizeImage(img: HTMLImageElement): void {
+  const side = img.naturalWidth || 64;
+  const px = zoomLevel === "fit" ? 192 : side * Number(zoomLevel);
+  img.style.width = img.style.height = `${px}px`;
+}
+
+const quality = el("div", undefined, "status warning");
+quality.hidden = true;
 const grid = el("div", undefined, "grid");
-const plotTitle = el("h2", "Null-text optimisation: loss per timestep");
-const plot = el("div", undefined, "plot");
-const plotSection = el("section", undefined, "loss");
-plotSection.append(plotTitle, plot);
 const notes = el("div", undefined, "notes");
+const plotTitle = el("h2", "Null-text optimisation: per timestep");
+const plotNote = el("div", "Loss: the mean squared error between the guided DDIM step and the pivot latent of DDIM inversion, after each timestep's inner optimisation of the null embedding.", "status");
+const plot = el("div", undefined, "plot");
+plot.setAttribute("role", "img");
+plot.setAttribute("aria-label", "loss per timestep and inner iterations per timestep");
+const plotSection = el("section", undefined, "loss");
+plotSection.append(plotTitle, plotNote, plot);
+const historyTitle = el("h2", "Edits");
+const history = el("ol", undefined, "history");
+const historySection = el("section", undefined, "edits");
+historySection.append(historyTitle, history);
 const attention = new AttentionView();
 const form = new EditForm((request) => post({ type: "edit", request }));
 const lower = el("div", undefined, "lower");
 lower.append(attention.element, form.element);
-app.append(title, head, progress, grid, notes, plotSection, lower);
+app.append(title, head, progress, zoom, quality, grid, notes, historySection, lower, plotSection);
 const chart = new LossChart(plot);
 plotSection.hidden = true;
+historySection.hidden = true;
 lower.hidden = true;
+setZoom("fit");
 
 // ---- state ------------------------------------------------------------------------------------------
 let sourcePrompt = "";
+let sourceUri = "";
 
 function reportRendered(): void {
-  post({ type: "rendered", images: grid.querySelectorAll("figure").length, lossPoints: chart.points, attentionWords: document.querySelectorAll(".word").length });
+  post({ type: "rendered", images: document.querySelectorAll("figure").length, lossPoints: chart.points, attentionWords: document.querySelectorAll(".word").length });
 }
 
-function figure(image: PanelImage): HTMLElement {
+function figure(image: PanelImage, extra?: string): HTMLElement {
   const f = el("figure");
   f.dataset.id = image.id;
   const img = el("img");
   img.src = image.uri;
   img.alt = image.label;
+  img.addEventListener("load", () => {
+    sizeImage(img);
+    size.textContent = `${img.naturalWidth}×${img.naturalHeight} px`;
+  });
   const caption = el("figcaption", image.label);
-  caption.append(el("div", fmtDb(image.psnr), "psnr"));
+  const size = el("div", "\u00a0", "psnr"); // a line kept for the size, so nothing below moves when it loads
+  caption.append(el("div", fmtDb(image.psnr), "psnr"), size);
+  if (extra) caption.append(el("div", extra, "psnr"));
   f.append(img, caption);
-  if (image.savable) {
-    const save = document.createElement("vscode-button");
-    save.textContent = "Save as PNG…";
-    save.setAttribute("secondary", "");
-    save.addEventListener("click", () => post({ type: "saveImage", id: image.id }));
-    f.append(save);
-  }
+  if (image.savable) f.append(button("Save as PNG…", () => post({ type: "saveImage", id: image.id })));
   return f;
 }
 
@@ -91,6 +136,40 @@ function setBusy(busy: boolean, what = ""): void {
   if (busy && what) status.textContent = what;
 }
 
+/** Everything of a previous inversion goes: a new run never shows or acts on the old artifact. */
+function clearInversion(): void {
+  grid.replaceChildren();
+  notes.replaceChildren();
+  history.replaceChildren();
+  historySection.hidden = true;
+  quality.hidden = true;
+  chart.reset();
+  plotSection.hidden = true;
+  attention.clear();
+  form.reset("");
+  lower.hidden = true;
+  reveal.hidden = true;
+}
+
+function addEdit(edit: PanelEdit): void {
+  historySection.hidden = false;
+  const item = el("li", undefined, "edit");
+  const s = edit.changeSummary;
+  const changed = s ? `${pct(s.changedShare)} of pixels changed` : "";
+  const outside = s?.meanChangeOutsideMask;
+  const row = el("div", undefined, "grid");
+  row.append(figure(edit.image, edit.mode));
+  if (edit.change) row.append(figure(edit.change, changed));
+  const params = `${edit.mode} · cross ${edit.cross} · self ${edit.self}${edit.blend ? ` · blend "${edit.blend}" at ${edit.blendThreshold}` : ""}${edit.reweight ? ` · reweight ${edit.reweight}` : ""}`;
+  const actions = el("div", undefined, "buttons");
+  actions.append(button("Edit again from this", () => form.fill(edit)));
+  item.append(el("div", `"${edit.prompt}"`, "edit-prompt"), el("div", params, "status"), row, actions);
+  if (outside !== null && outside !== undefined && outside > POOR_EDIT_OUTSIDE_CHANGE) {
+    item.append(el("div", `The edit changed the image outside its blend mask by ${pct(outside)} on average (above ${pct(POOR_EDIT_OUTSIDE_CHANGE)}): it did not keep the rest. Try a lower cross-attention fraction or a blend word.`, "status warning"));
+  }
+  history.append(item);
+}
+
 window.addEventListener("message", (event: MessageEvent<HostToWebview>) => {
   const m = event.data;
   switch (m.type) {
@@ -98,11 +177,8 @@ window.addEventListener("message", (event: MessageEvent<HostToWebview>) => {
       sourcePrompt = m.prompt;
       title.textContent = m.title;
       status.textContent = `"${m.prompt}" · ${m.method}${m.totalSteps ? ` · ${m.totalSteps} steps` : ""}`;
-      grid.replaceChildren();
-      notes.replaceChildren();
-      chart.reset();
-      plotSection.hidden = m.method !== "null-text";
-      lower.hidden = true;
+      clearInversion();
+      plotSection.hidden = !m.running || m.method !== "null-text";
       setBusy(m.running, m.running ? "Starting…" : "");
       break;
     }
@@ -119,31 +195,44 @@ window.addEventListener("message", (event: MessageEvent<HostToWebview>) => {
     }
     case "inverted": {
       setBusy(false);
-      grid.replaceChildren(...m.images.map(figure));
+      grid.replaceChildren(...m.images.map((i) => figure(i)));
       notes.replaceChildren(...m.notes.map((n) => el("div", `note: ${n}`, "status")));
       status.textContent = `"${sourcePrompt}"${m.seconds !== null ? ` · ${m.seconds.toFixed(1)} s` : ""} · ${m.unetForward} UNet forward + ${m.unetBackward} backward passes`;
-      if (m.steps.length) {
-        plotSection.hidden = false;
-        chart.set(m.steps);
-      }
+      plotSection.hidden = m.steps.length === 0;
+      chart.set(m.steps);
       reveal.hidden = false;
+      const rec = m.images.find((i) => i.id === "reconstruction");
+      const poor = rec && rec.psnr !== null && rec.psnr < POOR_RECONSTRUCTION_DB;
+      quality.hidden = !poor;
+      if (poor) quality.textContent = `Poor reconstruction: PSNR ${rec.psnr!.toFixed(2)} dB, below ${POOR_RECONSTRUCTION_DB} dB. Edits start from this reconstruction; check that the prompt describes the image and that the model knows such images.`;
       const source = m.images.find((i) => i.id === "source");
+      sourceUri = source?.uri ?? "";
       if (source) {
         attention.setImage(source.uri);
         form.setSource(source.uri, sourcePrompt);
       }
-      if (m.attention) attention.setAttention(m.attention);
+      if (m.attention) attention.setAttention(m.attention, "the source");
+      history.replaceChildren();
+      historySection.hidden = true;
+      for (const edit of m.history) addEdit(edit);
       lower.hidden = !m.editable && !m.attention;
       form.element.hidden = !m.editable;
+      attention.element.hidden = !m.attention;
+      if (m.restoreKey) vscode.setState({ restoreKey: m.restoreKey });
       reportRendered();
       break;
     }
     case "edited": {
       setBusy(false);
-      grid.append(figure(m.image));
-      status.textContent = `${m.mode} edit in ${m.seconds.toFixed(1)} s`;
+      form.showError("");
+      addEdit(m.edit);
+      status.textContent = `${m.edit.mode} edit in ${m.seconds.toFixed(1)} s`;
       for (const n of m.notes) notes.append(el("div", `note: ${n}`, "status"));
-      if (m.attention) attention.setAttention(m.attention);
+      if (m.attention) {
+        attention.setImage(m.edit.image.uri);
+        attention.setAttention(m.attention, `the edit "${m.edit.prompt}"`);
+        attention.element.hidden = false;
+      }
       reportRendered();
       break;
     }
@@ -152,7 +241,8 @@ window.addEventListener("message", (event: MessageEvent<HostToWebview>) => {
       break;
     case "failed":
       setBusy(false);
-      form.showError(m.message);
+      if (m.scope === "run") clearInversion();
+      else form.showError(m.message);
       status.textContent = m.message;
       status.classList.add("error");
       setTimeout(() => status.classList.remove("error"), 4000);
@@ -164,6 +254,9 @@ window.addEventListener("message", (event: MessageEvent<HostToWebview>) => {
 (window as unknown as { ntiPanel: object }).ntiPanel = {
   lossPoints: () => chart.points,
   attentionWord: () => attention.shown?.token ?? null,
+  chartTextColour: () => chart.textColour,
+  sourceUri: () => sourceUri,
+  paintedCells: () => form.paintedCells,
 };
 
 post({ type: "ready" });

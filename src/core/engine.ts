@@ -94,6 +94,10 @@ export interface EditResult {
   latents: Float32Array;
   /** The source branch against the artifact's preprocessed source, dB. */
   sourcePsnr: number;
+  /** The artifact's preprocessed source (RGB uint8, model size): what an edit's change is measured against. */
+  source: Uint8Array;
+  /** Whether a user mask took part. */
+  userMask: boolean;
   unetForward: number;
   seconds: number;
   notes: string[];
@@ -283,6 +287,8 @@ export class Engine {
       mask: result.mask,
       latents: result.latents,
       sourcePsnr: psnr(images[0], artifact.source),
+      source: artifact.source,
+      userMask: spec.userMask !== undefined,
       unetForward: run.unetForward,
       seconds: (performance.now() - started) / 1000,
       notes,

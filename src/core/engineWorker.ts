@@ -37,7 +37,7 @@ export function serveEngine(port: MessagePort): void {
     );
     const attention = job.withAttention ? attentionData(await engine.attention(result.artifact, run)) : null;
     run.signal?.throwIfAborted();
-    const saved = await saveInversion(job.outDir, job.imagePath, result);
+    const saved = await saveInversion(job.outDir, job.imagePath, result, attention ?? undefined);
     const h = result.artifact.header;
     return {
       kind: "invert",

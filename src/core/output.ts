@@ -20,6 +20,8 @@ export interface SavedInversion {
   reconstruction: string;
   ddimReconstruction: string | null;
   source: string;
+  /** The source prompt's cross-attention maps, when they were recorded. */
+  attention: string | null;
 }
 
 export const RESULT_SUFFIXES = {
@@ -27,6 +29,7 @@ export const RESULT_SUFFIXES = {
   reconstruction: ".reconstruction.png",
   ddimReconstruction: ".ddim.png",
   source: ".source.png",
+  attention: ".attention.json",
 };
 
 /** Creates the output folder if needed and checks it is writable; a clear OutputError otherwise. */
@@ -42,7 +45,7 @@ export async function prepareOutputFolder(dir: string): Promise<string> {
   return resolved;
 }
 
-export async function saveInversion(outDir: string, imagePath: string, result: InversionResult): Promise<SavedInversion> {
+export async function saveInversion(outDir: string, imagePath: string, result: InversionResult, attention?: AttentionData): Promise<SavedInversion> {
   const dir = await prepareOutputFolder(outDir);
   const size = result.artifact.dims.imageSize;
   const files: [string, Uint8Array | string][] = [
@@ -50,6 +53,7 @@ export async function saveInversion(outDir: string, imagePath: string, result: I
     [RESULT_SUFFIXES.reconstruction, await encodePng(result.reconstruction, size)],
   ];
   if (result.ddimReconstruction) files.push([RESULT_SUFFIXES.ddimReconstruction, await encodePng(result.ddimReconstruction, size)]);
+  if (attention) files.push([RESULT_SUFFIXES.attention, JSON.stringify(attention)]);
   files.push([RESULT_SUFFIXES.artifact, encodeArtifact(result.artifact)]); // last: its presence means the set is complete
   const stem = await saveSet(dir, path.parse(imagePath).name, files, path.resolve(imagePath));
   return {
@@ -57,6 +61,7 @@ export async function saveInversion(outDir: string, imagePath: string, result: I
     reconstruction: stem + RESULT_SUFFIXES.reconstruction,
     ddimReconstruction: result.ddimReconstruction ? stem + RESULT_SUFFIXES.ddimReconstruction : null,
     source: stem + RESULT_SUFFIXES.source,
+    attention: attention ? stem + RESULT_SUFFIXES.attention : null,
   };
 }
 
@@ -116,6 +121,12 @@ function outputError(error: unknown, fallback: string): OutputError {
 export interface SavedEdit {
   /** One PNG per edited prompt. */
   images: string[];
+  /** "What changed": a heatmap of the (first) edit's per-pixel change from the source. */
+  change: string;
+  /** That change in numbers. */
+  changeSummary: ChangeSummary;
+  /** The edit's parameters and change, as saved in the attention JSON. */
+  record: EditRecord;
   /** JSON with every prompt's per-token cross-attention maps. */
   attentionMaps: string;
   /** The last local-blend mask of the (first) edit branch as a PNG at latent size, when blending was on. */
@@ -129,10 +140,76 @@ export interface AttentionData {
   resolution: number;
   averagedOver: string;
   prompts: { prompt: string; tokens: { position: number; token: string; map: number[] }[] }[];
+  /** An edit's own record (its parameters and change), so an edit can be listed, re-run and compared later. */
+  edit?: EditRecord;
 }
 
-export function attentionJson(result: EditResult): string {
-  return JSON.stringify(attentionData(result));
+/** What an edit was asked and what it changed, saved beside its image. */
+export interface EditRecord {
+  /** The artifact's file name (in the same folder). */
+  artifact: string;
+  prompts: string[];
+  mode: string;
+  crossReplaceSteps: number;
+  selfReplaceSteps: number;
+  reweight: Record<string, number>;
+  blendWords: string[];
+  blendThreshold: number;
+  userMask: boolean;
+  seconds: number;
+  change: ChangeSummary;
+}
+
+/**
+ * How much an edit changed the image: the share of pixels whose largest channel moved by more than
+ * CHANGED_LEVEL, the mean change in [0, 1], and, when a blend mask was used, the mean change outside it
+ * (what should have stayed).
+ */
+export interface ChangeSummary {
+  changedShare: number;
+  meanChange: number;
+  meanChangeOutsideMask: number | null;
+}
+export const CHANGED_LEVEL = 32 / 255;
+
+export function attentionJson(result: EditResult, edit?: EditRecord): string {
+  return JSON.stringify({ ...attentionData(result), ...(edit ? { edit } : {}) });
+}
+
+/** Per-pixel change of `edited` from `source` (largest channel difference, [0, 1]) and its summary. */
+export function changeMap(source: Uint8Array, edited: Uint8Array, mask: Float32Array | null, side: number): { change: Float32Array; summary: ChangeSummary } {
+  const n = side * side;
+  const change = new Float32Array(n);
+  let changed = 0;
+  let sum = 0;
+  let outside = 0;
+  let outsideWeight = 0;
+  const maskSide = mask ? Math.round(Math.sqrt(mask.length)) : 0;
+  for (let p = 0; p < n; p++) {
+    const d = Math.max(Math.abs(edited[3 * p] - source[3 * p]), Math.abs(edited[3 * p + 1] - source[3 * p + 1]), Math.abs(edited[3 * p + 2] - source[3 * p + 2])) / 255;
+    change[p] = d;
+    sum += d;
+    if (d > CHANGED_LEVEL) changed += 1;
+    if (mask) {
+      const m = mask[Math.floor(((p / side) | 0) * maskSide / side) * maskSide + Math.floor(((p % side) * maskSide) / side)];
+      outside += (1 - m) * d;
+      outsideWeight += 1 - m;
+    }
+  }
+  const round = (x: number) => Number(x.toFixed(4));
+  return { change, summary: { changedShare: round(changed / n), meanChange: round(sum / n), meanChangeOutsideMask: mask && outsideWeight > 0 ? round(outside / outsideWeight) : null } };
+}
+
+/** A change map as a heatmap PNG: black (unchanged) through red to yellow-white (changed completely). */
+export async function changePng(change: Float32Array, side: number): Promise<Buffer> {
+  const rgb = new Uint8Array(side * side * 3);
+  change.forEach((v, p) => {
+    const t = Math.min(1, v * 2); // half a channel's range already reads as a full change
+    rgb[3 * p] = Math.round(255 * Math.min(1, 2 * t));
+    rgb[3 * p + 1] = Math.round(255 * Math.max(0, 2 * t - 1));
+    rgb[3 * p + 2] = Math.round(255 * Math.max(0, 3 * t - 2));
+  });
+  return encodePng(rgb, side);
 }
 
 /** Prompt k's map of the token at `position`, r*r values, from the edit's maps [K, r, r, T]. */
@@ -164,15 +241,40 @@ export async function saveEdit(outDir: string, artifactPath: string, result: Edi
   const size = imageSide(result);
   const files: [string, Uint8Array | string][] = [];
   for (const [i, suffix] of imageSuffixes.entries()) files.push([suffix, await encodePng(result.images[i + 1], size)]);
+  let editMask: Float32Array | null = null;
   if (result.mask) {
     const plane = result.mask.length / result.images.length;
     const side = Math.round(Math.sqrt(plane));
-    const grey = Uint8Array.from(result.mask.subarray(plane, 2 * plane), (v) => Math.round(255 * v));
+    editMask = result.mask.subarray(plane, 2 * plane);
+    const grey = Uint8Array.from(editMask, (v) => Math.round(255 * v));
     files.push([".mask.png", await sharp(Buffer.from(grey), { raw: { width: side, height: side, channels: 1 } }).png().toBuffer()]);
   }
-  files.push([".attention.json", attentionJson(result)]); // last: completes the set
+  const { change, summary } = changeMap(result.source, result.images[1], editMask, size);
+  files.push([".change.png", await changePng(change, size)]);
+  const e = result.edit;
+  const record: EditRecord = {
+    artifact: path.basename(artifactPath),
+    prompts: e.prompts,
+    mode: e.mode,
+    crossReplaceSteps: e.crossReplaceSteps,
+    selfReplaceSteps: e.selfReplaceSteps,
+    reweight: e.reweight,
+    blendWords: e.blendWords,
+    blendThreshold: e.blendThreshold,
+    userMask: result.userMask,
+    seconds: Number(result.seconds.toFixed(3)),
+    change: summary,
+  };
+  files.push([".attention.json", attentionJson(result, record)]); // last: completes the set
   const stem = await saveSet(dir, `${path.parse(artifactPath).name}.edit`, files, path.resolve(artifactPath));
-  return { images: imageSuffixes.map((s) => stem + s), attentionMaps: stem + ".attention.json", mask: result.mask ? stem + ".mask.png" : null };
+  return {
+    images: imageSuffixes.map((s) => stem + s),
+    change: stem + ".change.png",
+    changeSummary: summary,
+    record,
+    attentionMaps: stem + ".attention.json",
+    mask: result.mask ? stem + ".mask.png" : null,
+  };
 }
 
 /** The first prompt's per-token maps as PNGs in `<stem>.attention/` (built in a hidden folder, then renamed). */

@@ -3,7 +3,7 @@ import type { InversionSettings, StepRecord } from "./artifact";
 import type { ScheduleName } from "./engine";
 import type { Progress } from "./inversion";
 import type { OpenModelOptions } from "./model";
-import type { AttentionData } from "./output";
+import type { AttentionData, ChangeSummary, EditRecord } from "./output";
 import type { EditMode, EditSpec } from "./promptToPrompt";
 
 export interface InvertJob {
@@ -56,6 +56,11 @@ export interface InvertSummary {
 export interface EditSummary {
   kind: "edit";
   images: string[];
+  /** "What changed" heatmap of the first edit against the source, and its numbers. */
+  change: string;
+  changeSummary: ChangeSummary;
+  /** Its parameters and change, as saved beside it. */
+  record: EditRecord;
   attentionMaps: string;
   mask: string | null;
   mode: EditMode;

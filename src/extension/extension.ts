@@ -10,8 +10,9 @@ import { EngineClient } from "../core/engineClient";
 import type { ScheduleName } from "../core/engine";
 import type { Progress } from "../core/inversion";
 import type { InvertSummary } from "../core/workerProtocol";
+import { POOR_RECONSTRUCTION_DB } from "../shared/protocol";
 import { configuredModel, knownModels, modelFolder, selectModel } from "./models";
-import { InversionPanel, PanelHost } from "./panel";
+import { InversionPanel, PANEL_VIEW_TYPE, PanelHost } from "./panel";
 
 let client: EngineClient | undefined;
 let running: AbortController | undefined;
@@ -20,7 +21,9 @@ let lastOutput: string | undefined;
 
 /** What the extension returns from activate: read-only state for the end-to-end tests. */
 export interface NullTextApi {
-  panelRendered(): { images: number; lossPoints: number; attentionWords: number } | undefined;
+  /** What the panel of `artifact` (else the newest panel) says it rendered. */
+  panelRendered(artifact?: string): { images: number; lossPoints: number; attentionWords: number } | undefined;
+  panelCount(): number;
   busy(): boolean;
 }
 
@@ -33,6 +36,7 @@ export function activate(context: vscode.ExtensionContext): NullTextApi {
     log: (line) => log.appendLine(line),
     exclusive,
     cancel: () => running?.abort(),
+    reveal,
   };
   context.subscriptions.push(
     log,
@@ -45,15 +49,49 @@ export function activate(context: vscode.ExtensionContext): NullTextApi {
       else void vscode.window.showInformationMessage("No inversion is running.");
     }),
     vscode.commands.registerCommand("nullText.revealOutput", () => {
-      if (lastOutput) void vscode.commands.executeCommand("revealFileInOS", vscode.Uri.file(lastOutput));
+      if (lastOutput) void reveal(lastOutput);
       else void vscode.window.showInformationMessage("Nothing has been written yet in this session.");
     }),
     vscode.window.registerCustomEditorProvider("nullText.artifact", new ArtifactEditor(context, host), {
       webviewOptions: { retainContextWhenHidden: true },
       supportsMultipleEditorsPerDocument: false,
     }),
+    // a window reload brings back each inversion panel that showed an artifact
+    vscode.window.registerWebviewPanelSerializer(PANEL_VIEW_TYPE, {
+      deserializeWebviewPanel: async (webviewPanel, state: unknown) => {
+        const file = restorableArtifact(state);
+        if (!file || !(await isFile(file))) return webviewPanel.dispose();
+        const panel = new InversionPanel(webviewPanel, context, host, [vscode.Uri.file(path.dirname(file))]);
+        void panel.showArtifact(file).catch((error: Error) => panel.endRun(error.message));
+      },
+    }),
   );
-  return { panelRendered: () => InversionPanel.active?.rendered, busy: () => running !== undefined };
+  return {
+    panelRendered: (artifact?: string) => (artifact ? InversionPanel.showing(artifact) : InversionPanel.active)?.rendered,
+    panelCount: () => InversionPanel.count,
+    busy: () => running !== undefined,
+  };
+}
+
+/** The artifact path a panel saved in its state (see webview/main.ts), if it is one. */
+function restorableArtifact(state: unknown): string | undefined {
+  const key = (state as { restoreKey?: unknown } | undefined)?.restoreKey;
+  return typeof key === "string" && path.isAbsolute(key) && key.endsWith(".nti") ? key : undefined;
+}
+
+async function isFile(file: string): Promise<boolean> {
+  return vscode.workspace.fs.stat(vscode.Uri.file(file)).then((s) => s.type === vscode.FileType.File, () => false);
+}
+
+/**
+ * Shows a file in the OS file manager on a desktop window with local files; in the browser, over
+ * Remote-SSH, in Codespaces or WSL there is no local file manager to open, so the explorer reveals it.
+ */
+async function reveal(file: string): Promise<void> {
+  const local = vscode.env.uiKind === vscode.UIKind.Desktop && vscode.env.remoteName === undefined;
+  const uri = vscode.Uri.file(file);
+  if (local) await vscode.commands.executeCommand("revealFileInOS", uri);
+  else await vscode.commands.executeCommand("revealInExplorer", uri);
 }
 
 export async function deactivate(): Promise<void> {
@@ -171,33 +209,41 @@ async function invertImage(context: vscode.ExtensionContext, host: PanelHost, ur
     withAttention: true,
   };
   log.appendLine(`invert ${job.imagePath} with "${prompt}" (model ${modelDir}, ${s.method}, ${s.steps} steps; output ${outDir})`);
-  const panel = InversionPanel.forCommands(context, host, outDir);
-  void panel.post({ type: "session", title: path.basename(image.fsPath), prompt, method: s.method === "nulltext" ? "null-text" : s.method, totalSteps: s.steps, running: true, editable: false });
+  if (running) {
+    // refused before any panel is touched: the running job's panel keeps its title, prompt and plot
+    void vscode.window.showErrorMessage("Inversion failed: another inversion or edit is running: cancel it first (Null-text: Cancel Running Inversion)");
+    return undefined;
+  }
+  let panel: InversionPanel | undefined;
   try {
-    const summary = await exclusive(`Inverting ${path.basename(image.fsPath)}`, (signal, report) =>
-      host.client().invert(job, { signal, onProgress: (p) => { report(p); panel.progress(p); } }),
-    );
+    const summary = await exclusive(`Inverting ${path.basename(image.fsPath)}`, (signal, report) => {
+      panel = InversionPanel.forRun(context, host, outDir, path.basename(image.fsPath));
+      panel.startRun({ type: "session", title: path.basename(image.fsPath), prompt, method: s.method === "nulltext" ? "null-text" : s.method, totalSteps: s.steps, running: true, editable: false });
+      const shown = panel;
+      return host.client().invert(job, { signal, onProgress: (p) => { report(p); shown.progress(p); } });
+    });
     lastOutput = summary.artifact;
     const fmt = (x: number | null) => (x === null ? "∞" : `${x.toFixed(2)} dB`);
     log.appendLine(`done in ${summary.seconds.toFixed(1)} s: PSNR ${fmt(summary.psnr)} (DDIM only ${fmt(summary.ddimPsnr)}); ${summary.artifact}`);
     for (const note of summary.notes) log.appendLine(`note: ${note}`);
-    panel.showInversion(summary, outDir, image.fsPath);
-    void vscode.window
-      .showInformationMessage(`Inverted ${path.basename(image.fsPath)}: PSNR ${fmt(summary.psnr)} (DDIM only ${fmt(summary.ddimPsnr)})`, "Open Reconstruction", "Reveal Output")
-      .then((choice) => {
-        if (choice === "Open Reconstruction") void vscode.commands.executeCommand("vscode.open", vscode.Uri.file(summary.reconstruction));
-        if (choice === "Reveal Output") void vscode.commands.executeCommand("revealFileInOS", vscode.Uri.file(summary.artifact));
-      });
+    panel?.showInversion(summary, outDir, image.fsPath);
+    const poor = summary.psnr !== null && summary.psnr < POOR_RECONSTRUCTION_DB;
+    const text = `Inverted ${path.basename(image.fsPath)}: PSNR ${fmt(summary.psnr)} (DDIM only ${fmt(summary.ddimPsnr)})`;
+    const show = poor ? vscode.window.showWarningMessage : vscode.window.showInformationMessage;
+    void show(poor ? `${text}: a poor reconstruction (below ${POOR_RECONSTRUCTION_DB} dB); edits will not look like the image. Check that the prompt describes it.` : text, "Open Reconstruction", "Reveal Output").then((choice) => {
+      if (choice === "Open Reconstruction") void vscode.commands.executeCommand("vscode.open", vscode.Uri.file(summary.reconstruction));
+      if (choice === "Reveal Output") void reveal(summary.artifact);
+    });
     return summary;
   } catch (error) {
     const e = error as Error;
     if (e.name === "AbortError") {
       log.appendLine("cancelled; nothing was written");
-      void panel.post({ type: "failed", message: "Cancelled; nothing was written." });
+      panel?.endRun("Cancelled; nothing was written.");
       return undefined;
     }
     log.appendLine(`failed: ${e.message}`);
-    void panel.post({ type: "failed", message: e.message });
+    panel?.endRun(e.message);
     void vscode.window.showErrorMessage(`Inversion failed: ${e.message}`);
     return undefined;
   }
@@ -223,16 +269,18 @@ class ArtifactEditor implements vscode.CustomReadonlyEditorProvider {
     return { uri, dispose: () => undefined };
   }
 
-  async resolveCustomEditor(document: vscode.CustomDocument, webviewPanel: vscode.WebviewPanel): Promise<void> {
-    const panel = new InversionPanel(webviewPanel, this.context, this.host, [vscode.Uri.file(path.dirname(document.uri.fsPath))]);
-    try {
-      // loaded on first use: activation stays light
-      const [{ readArtifact }, { encodePng }] = await Promise.all([import("../core/artifact"), import("../core/image")]);
-      const artifact = await readArtifact(document.uri.fsPath);
-      const size = artifact.dims.imageSize;
-      await panel.showArtifact(document.uri.fsPath, artifact.header, await encodePng(artifact.source, size));
-    } catch (error) {
-      await panel.post({ type: "failed", message: (error as Error).message });
+  resolveCustomEditor(document: vscode.CustomDocument, webviewPanel: vscode.WebviewPanel): void {
+    // one panel per artifact: a panel that already shows it (its inversion's) is refreshed and focused
+    const existing = InversionPanel.showing(document.uri.fsPath);
+    if (existing && existing.panel !== webviewPanel) {
+      webviewPanel.dispose();
+      existing.panel.reveal();
+      void existing.showArtifact(document.uri.fsPath).catch((error: Error) => existing.endRun(error.message));
+      return;
     }
+    const panel = new InversionPanel(webviewPanel, this.context, this.host, [vscode.Uri.file(path.dirname(document.uri.fsPath))]);
+    // Not awaited: VS Code shows the webview only once this returns, and the panel's messages wait for the
+    // webview's "ready", so awaiting them here would wait forever.
+    void panel.showArtifact(document.uri.fsPath).catch((error: Error) => panel.endRun(error.message));
   }
 }

@@ -1,23 +1,25 @@
 /**
- * One inversion shown in a webview (a panel opened by a command, or the custom editor of a `.nti` file):
- * streams progress and results to it, runs the edits it asks for through the engine worker, and saves an
- * edit into the workspace on request. Scripts only from dist/ with a nonce; images only from the output
+ * One inversion shown in a webview: a panel opened by a command run, the custom editor of a `.nti` file,
+ * or a panel restored after a window reload. It streams progress and results to the webview, lists the
+ * edits saved beside the artifact, runs the edits the webview asks for through the engine worker, and saves
+ * an edit into the workspace on request. Scripts only from dist/ with a nonce; images only from the output
  * folder (and data URIs for images read from an artifact).
  */
 import { randomBytes } from "node:crypto";
-import { promises as fs } from "node:fs";
+import { promises as fs, statSync } from "node:fs";
 import * as path from "node:path";
 import * as vscode from "vscode";
 import type { EngineClient } from "../core/engineClient";
 import type { Progress } from "../core/inversion";
 import type { KnownModel } from "../core/modelList";
-import type { AttentionData } from "../core/output";
+import type { AttentionData, EditRecord } from "../core/output";
 import type { EditSummary, InvertSummary } from "../core/workerProtocol";
 import { panelHtml } from "./panelHtml";
 import {
   HostToWebview,
   METHOD_LABELS,
   PanelAttention,
+  PanelEdit,
   PanelImage,
   WebviewToHost,
   parseReweight,
@@ -35,15 +37,23 @@ export interface PanelHost {
   /** Runs a job exclusively (one at a time), with a cancellable progress notification. */
   exclusive<T>(title: string, work: (signal: AbortSignal, report: (p: Progress) => void) => Promise<T>): Promise<T>;
   cancel(): void;
+  /** Shows a file in the OS file manager where that works, else in the explorer. */
+  reveal(file: string): Promise<void>;
 }
 
+export const PANEL_VIEW_TYPE = "nullText.inversion";
+/** Largest attention JSON read back for the history (a 512 px SD edit's maps are a few MB). */
+const MAX_RECORD_BYTES = 64 * 1024 * 1024;
+
 export class InversionPanel {
-  private static current: InversionPanel | undefined;
-  /** Files the webview may name (by id): only what this panel produced. */
+  /** Every open panel, the newest last. */
+  private static readonly open: InversionPanel[] = [];
+  /** Files the webview may name (by id): only what this panel produced or found beside its artifact. */
   private readonly files = new Map<string, string>();
   private artifact: string | undefined;
   private outDir: string | undefined;
   private edits = 0;
+  private running = false;
   /** The original image and prompt, to offer a fresh inversion when the artifact no longer fits the model. */
   private origin: { image: string; prompt: string } | undefined;
   private ready: Promise<void>;
@@ -70,34 +80,60 @@ export class InversionPanel {
       else if (message.type === "rendered") this.rendered = { images: message.images, lossPoints: message.lossPoints, attentionWords: message.attentionWords };
       else void this.handle(message);
     });
-    panel.onDidDispose(() => {
-      if (InversionPanel.current === this) InversionPanel.current = undefined;
-    });
+    InversionPanel.open.push(this);
+    panel.onDidDispose(() => InversionPanel.open.splice(InversionPanel.open.indexOf(this), 1));
   }
 
-  /** The panel commands open (one, reused). */
-  static forCommands(context: vscode.ExtensionContext, host: PanelHost, outDir: string): InversionPanel {
-    const existing = InversionPanel.current;
-    if (existing) {
-      const roots = existing.panel.webview.options.localResourceRoots ?? [];
-      if (!roots.some((r) => r.fsPath === outDir)) {
-        existing.panel.webview.options = { ...existing.panel.webview.options, localResourceRoots: [...roots, vscode.Uri.file(outDir)] };
-      }
-      existing.panel.reveal(undefined, true);
-      return existing;
+  /**
+   * A panel for a new command run: a panel left by a run that failed or was cancelled (it shows no result)
+   * is reused; a panel that shows an inversion is kept, and the run gets a new one.
+   */
+  static forRun(context: vscode.ExtensionContext, host: PanelHost, outDir: string, title: string): InversionPanel {
+    const idle = InversionPanel.open.find((p) => !p.artifact && !p.running && p.panel.viewType === PANEL_VIEW_TYPE);
+    if (idle) {
+      idle.allow(outDir);
+      idle.panel.title = title;
+      idle.panel.reveal(undefined, true);
+      return idle;
     }
-    const panel = vscode.window.createWebviewPanel("nullText.inversion", "Null-text Inversion", { viewColumn: vscode.ViewColumn.Beside, preserveFocus: true }, { enableScripts: true, retainContextWhenHidden: true });
-    InversionPanel.current = new InversionPanel(panel, context, host, [vscode.Uri.file(outDir)]);
-    return InversionPanel.current;
+    const panel = vscode.window.createWebviewPanel(PANEL_VIEW_TYPE, title, { viewColumn: vscode.ViewColumn.Beside, preserveFocus: true }, { enableScripts: true, retainContextWhenHidden: true });
+    return new InversionPanel(panel, context, host, [vscode.Uri.file(outDir)]);
   }
 
+  static get count(): number {
+    return InversionPanel.open.length;
+  }
+
+  /** The newest panel. */
   static get active(): InversionPanel | undefined {
-    return InversionPanel.current;
+    return InversionPanel.open[InversionPanel.open.length - 1];
+  }
+
+  /** The newest panel showing an artifact, if one is open. */
+  static showing(artifact: string): InversionPanel | undefined {
+    return [...InversionPanel.open].reverse().find((p) => p.artifact && path.resolve(p.artifact) === path.resolve(artifact));
   }
 
   async post(message: HostToWebview): Promise<void> {
     await this.ready;
     await this.panel.webview.postMessage(message);
+  }
+
+  /** A new run starts in this panel: nothing of what it showed before may be acted on. */
+  startRun(session: Extract<HostToWebview, { type: "session" }>): void {
+    this.artifact = undefined;
+    this.outDir = undefined;
+    this.origin = undefined;
+    this.files.clear();
+    this.rendered = undefined;
+    this.running = true;
+    void this.post(session);
+  }
+
+  /** The run ended without a result (failed or cancelled). */
+  endRun(message: string): void {
+    this.running = false;
+    void this.post({ type: "failed", message, scope: "run" });
   }
 
   progress(p: Progress): void {
@@ -106,10 +142,12 @@ export class InversionPanel {
 
   /** Shows a finished inversion (from the worker). */
   showInversion(s: InvertSummary, outDir: string, image: string): void {
+    this.running = false;
     this.origin = { image, prompt: s.prompt };
     this.artifact = s.artifact;
     this.outDir = outDir;
     this.files.clear();
+    this.panel.title = path.basename(s.artifact);
     const images: PanelImage[] = [this.image("source", "source", s.source, null, false)];
     if (s.ddimReconstruction) images.push(this.image("ddim", "DDIM only", s.ddimReconstruction, s.ddimPsnr, false));
     images.push(this.image("reconstruction", METHOD_LABELS[s.settings.method] ?? s.settings.method, s.reconstruction, s.psnr, false));
@@ -123,22 +161,101 @@ export class InversionPanel {
       notes: s.notes,
       attention: s.attention ? panelAttention(s.attention, 0) : null,
       editable: true,
+      history: [],
+      restoreKey: s.artifact,
     });
   }
 
-  /** Shows an artifact read from disk (the custom editor): its images beside it when present. */
-  async showArtifact(artifactPath: string, header: { prompt: string; source: { path: string }; settings: { method: string; steps: number }; steps: InvertSummary["steps"]; stats: { psnr: number | null; ddimPsnr: number | null; unetForward: number; unetBackward: number; seconds: number }; notes: string[] }, sourcePng: Buffer): Promise<void> {
+  /**
+   * Shows an artifact read from disk (the custom editor, or a panel restored after a reload): its images
+   * and attention maps beside it when present, and every edit saved beside it.
+   */
+  async showArtifact(artifactPath: string): Promise<void> {
+    const [{ readArtifact }, { encodePng }] = await Promise.all([import("../core/artifact"), import("../core/image")]); // loaded on first use: activation stays light
+    const artifact = await readArtifact(artifactPath);
+    const header = artifact.header;
+    this.rendered = undefined;
+    this.running = false;
     this.origin = { image: header.source.path, prompt: header.prompt };
     this.artifact = artifactPath;
     this.outDir = path.dirname(artifactPath);
     this.files.clear();
+    const sourcePng = await encodePng(artifact.source, artifact.dims.imageSize);
     const stem = artifactPath.replace(/\.nti$/, "");
-    const exists = (f: string) => fs.stat(f).then(() => true, () => false);
+    const exists = (f: string) => fs.stat(f).then((s) => s.isFile(), () => false);
+    const method = METHOD_LABELS[header.settings.method] ?? header.settings.method;
     const images: PanelImage[] = [{ id: "source", label: "source", uri: `data:image/png;base64,${sourcePng.toString("base64")}`, psnr: null, savable: false }];
     if (await exists(`${stem}.ddim.png`)) images.push(this.image("ddim", "DDIM only", `${stem}.ddim.png`, header.stats.ddimPsnr, false));
-    if (await exists(`${stem}.reconstruction.png`)) images.push(this.image("reconstruction", METHOD_LABELS[header.settings.method] ?? header.settings.method, `${stem}.reconstruction.png`, header.stats.psnr, false));
-    await this.post({ type: "session", title: path.basename(artifactPath), prompt: header.prompt, method: METHOD_LABELS[header.settings.method] ?? header.settings.method, totalSteps: header.settings.steps, running: false, editable: true });
-    await this.post({ type: "inverted", images, steps: header.steps, seconds: header.stats.seconds, unetForward: header.stats.unetForward, unetBackward: header.stats.unetBackward, notes: header.notes, attention: null, editable: true });
+    if (await exists(`${stem}.reconstruction.png`)) images.push(this.image("reconstruction", method, `${stem}.reconstruction.png`, header.stats.psnr, false));
+    const attention = await readRecord(`${stem}.attention.json`);
+    const history = await this.history(artifactPath);
+    await this.post({ type: "session", title: path.basename(artifactPath), prompt: header.prompt, method, totalSteps: header.settings.steps, running: false, editable: true });
+    await this.post({
+      type: "inverted",
+      images,
+      steps: header.steps,
+      seconds: header.stats.seconds,
+      unetForward: header.stats.unetForward,
+      unetBackward: header.stats.unetBackward,
+      notes: header.notes,
+      attention: attention ? panelAttention(attention, 0) : null,
+      editable: true,
+      history,
+      restoreKey: artifactPath,
+    });
+  }
+
+  /** The edits saved beside an artifact (`<stem>.edit[-n].attention.json` naming it), oldest first. */
+  private async history(artifactPath: string): Promise<PanelEdit[]> {
+    const dir = path.dirname(artifactPath);
+    const name = path.parse(artifactPath).name;
+    const pattern = new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\.edit(-\\d+)?\\.attention\\.json$`);
+    const records = (await fs.readdir(dir).catch(() => [] as string[])).filter((f) => pattern.test(f));
+    const found: { mtime: number; edit: PanelEdit }[] = [];
+    for (const file of records) {
+      const full = path.join(dir, file);
+      const data = await readRecord(full);
+      const record = data?.edit;
+      if (!data || !record || record.artifact !== path.basename(artifactPath)) continue;
+      const stem = full.replace(/\.attention\.json$/, "");
+      const image = [`${stem}.png`, `${stem}-1.png`].find((f) => this.fileExistsSync(f));
+      if (!image) continue;
+      found.push({ mtime: (await fs.stat(full)).mtimeMs, edit: this.panelEdit(stem, image, record) });
+    }
+    return found.sort((a, b) => a.mtime - b.mtime).map((f) => f.edit);
+  }
+
+  private fileExistsSync(file: string): boolean {
+    try {
+      return statSync(file).isFile();
+    } catch {
+      return false;
+    }
+  }
+
+  /** An edit for the webview, its files registered under fresh ids. */
+  private panelEdit(stem: string, image: string, record: EditRecord): PanelEdit {
+    this.edits += 1;
+    const id = `edit-${this.edits}`;
+    const prompt = record.prompts[1] ?? "";
+    const change = `${stem}.change.png`;
+    return {
+      image: this.image(id, `edit: ${prompt}`, image, null, true),
+      change: this.fileExistsSync(change) ? this.image(`change-${this.edits}`, `what changed: ${prompt}`, change, null, false) : null,
+      changeSummary: record.change ?? null,
+      prompt,
+      mode: record.mode,
+      cross: record.crossReplaceSteps,
+      self: record.selfReplaceSteps,
+      reweight: Object.entries(record.reweight ?? {}).map(([w, f]) => `${w}=${f}`).join(", "),
+      blend: (record.blendWords ?? []).join(", "),
+      blendThreshold: record.blendThreshold,
+    };
+  }
+
+  private allow(dir: string): void {
+    const roots = this.panel.webview.options.localResourceRoots ?? [];
+    if (!roots.some((r) => r.fsPath === dir)) this.panel.webview.options = { ...this.panel.webview.options, localResourceRoots: [...roots, vscode.Uri.file(dir)] };
   }
 
   private image(id: string, label: string, file: string, psnr: number | null, savable: boolean): PanelImage {
@@ -149,17 +266,17 @@ export class InversionPanel {
   private async handle(message: Exclude<WebviewToHost, { type: "ready" } | { type: "rendered" }>): Promise<void> {
     if (message.type === "cancel") return this.host.cancel();
     if (message.type === "reveal") {
-      if (this.artifact) await vscode.commands.executeCommand("revealFileInOS", vscode.Uri.file(this.artifact));
+      if (this.artifact) await this.host.reveal(this.artifact);
       return;
     }
     if (message.type === "saveImage") return this.save(message.id);
-    if (!this.artifact || !this.outDir) return void this.post({ type: "failed", message: "Invert an image first." });
+    if (!this.artifact || !this.outDir) return void this.post({ type: "failed", message: "Invert an image first.", scope: "edit" });
     const r = message.request;
     let reweight: Record<string, number>;
     try {
       reweight = parseReweight(r.reweight);
     } catch (error) {
-      return void this.post({ type: "failed", message: (error as Error).message });
+      return void this.post({ type: "failed", message: (error as Error).message, scope: "edit" });
     }
     const artifact = this.artifact;
     const outDir = this.outDir;
@@ -167,9 +284,9 @@ export class InversionPanel {
     try {
       modelDir = await this.modelFor(artifact);
     } catch (error) {
-      return void this.post({ type: "failed", message: (error as Error).message });
+      return void this.post({ type: "failed", message: (error as Error).message, scope: "edit" });
     }
-    if (!modelDir) return void this.post({ type: "failed", message: "Edit not run: no model that made this inversion was chosen." });
+    if (!modelDir) return void this.post({ type: "failed", message: "Edit not run: no model that made this inversion was chosen.", scope: "edit" });
     try {
       await this.post({ type: "busy", busy: true, what: `Editing: "${r.prompt}"` });
       const s: EditSummary = await this.host.exclusive(`Editing "${r.prompt}"`, (signal, report) =>
@@ -184,18 +301,18 @@ export class InversionPanel {
             selfReplaceSteps: r.self,
             reweight,
             blendWords: parseWords(r.blend),
+            blendThreshold: r.blendThreshold,
             paintedMask: r.mask ?? undefined,
           },
           { signal, onProgress: (p) => { report(p); this.progress(p); } },
         ),
       );
-      this.edits += 1;
-      const id = `edit-${this.edits}`;
       this.host.log(`edit "${r.prompt}" (${s.mode}) in ${s.seconds.toFixed(1)} s: ${s.images[0]}`);
-      await this.post({ type: "edited", image: this.image(id, `edit: ${r.prompt}`, s.images[0], null, true), attention: panelAttention(s.attention, 1), mode: s.mode, seconds: s.seconds, notes: s.notes });
+      const edit = this.panelEdit(s.attentionMaps.replace(/\.attention\.json$/, ""), s.images[0], s.record);
+      await this.post({ type: "edited", edit, attention: panelAttention(s.attention, 1), seconds: s.seconds, notes: s.notes });
     } catch (error) {
       const e = error as Error;
-      await this.post({ type: "failed", message: e.name === "AbortError" ? "Edit cancelled; nothing was written." : `Edit failed: ${e.message}` });
+      await this.post({ type: "failed", message: e.name === "AbortError" ? "Edit cancelled; nothing was written." : `Edit failed: ${e.message}`, scope: "edit" });
     }
   }
 
@@ -247,6 +364,17 @@ export class InversionPanel {
     }
     await vscode.workspace.fs.copy(vscode.Uri.file(file), target, { overwrite: true });
     this.host.log(`saved ${file} as ${target.fsPath}`);
+  }
+}
+
+/** An attention JSON written by saveInversion or saveEdit, or null when missing, too large or not one. */
+async function readRecord(file: string): Promise<AttentionData | null> {
+  try {
+    const { readRegularFile } = await import("../core/files");
+    const data = JSON.parse((await readRegularFile(file, MAX_RECORD_BYTES)).toString("utf8")) as AttentionData;
+    return data && data.format === "nti-attention" && Array.isArray(data.prompts) ? data : null;
+  } catch {
+    return null;
   }
 }
 

@@ -39,6 +39,25 @@ export interface PanelAttention {
   tokens: PanelToken[];
 }
 
+/** Below this reconstruction PSNR the panel says the inversion is poor, with the number. */
+export const POOR_RECONSTRUCTION_DB = 25;
+/** Above this mean change outside the blend mask (fraction of full scale) the panel says the edit did not keep the rest. */
+export const POOR_EDIT_OUTSIDE_CHANGE = 0.04;
+
+/** An edit as listed in the panel's history: its image, what changed, and how it was asked. */
+export interface PanelEdit {
+  image: PanelImage;
+  change: PanelImage | null;
+  changeSummary: { changedShare: number; meanChange: number; meanChangeOutsideMask: number | null } | null;
+  prompt: string;
+  mode: string;
+  cross: number;
+  self: number;
+  reweight: string;
+  blend: string;
+  blendThreshold: number;
+}
+
 export type HostToWebview =
   | { type: "session"; title: string; prompt: string; method: string; totalSteps: number; running: boolean; editable: boolean }
   | { type: "progress"; phase: string; step: number; total: number; timestep?: number; record?: PanelStep }
@@ -52,10 +71,15 @@ export type HostToWebview =
       notes: string[];
       attention: PanelAttention | null;
       editable: boolean;
+      /** Edits found beside the artifact (an artifact opened from disk). */
+      history: PanelEdit[];
+      /** Handed back by the panel serializer after a window reload to reopen this artifact. */
+      restoreKey: string | null;
     }
-  | { type: "edited"; image: PanelImage; attention: PanelAttention | null; mode: string; seconds: number; notes: string[] }
+  | { type: "edited"; edit: PanelEdit; attention: PanelAttention | null; seconds: number; notes: string[] }
   | { type: "busy"; busy: boolean; what: string }
-  | { type: "failed"; message: string };
+  /** A run ("run": the panel shows nothing of an inversion any more) or an edit ("edit": the inversion stays) failed. */
+  | { type: "failed"; message: string; scope: "run" | "edit" };
 
 export interface EditRequest {
   prompt: string;
@@ -66,6 +90,8 @@ export interface EditRequest {
   reweight: string;
   /** "word, ..." as typed. */
   blend: string;
+  /** Local blend threshold on the normalised word maps (0..1). */
+  blendThreshold: number;
   /** Painted over the model-size source: side x side values in [0, 1]. */
   mask: { side: number; values: number[] } | null;
 }
@@ -104,7 +130,7 @@ export function parseWebviewMessage(value: unknown): WebviewToHost | null {
       if (typeof r !== "object" || r === null) return null;
       const text = (v: unknown) => typeof v === "string" && v.length <= MAX_TEXT;
       const fraction = (v: unknown) => typeof v === "number" && Number.isFinite(v) && v >= 0 && v <= 1;
-      if (!text(r.prompt) || !text(r.reweight) || !text(r.blend) || !fraction(r.cross) || !fraction(r.self)) return null;
+      if (!text(r.prompt) || !text(r.reweight) || !text(r.blend) || !fraction(r.cross) || !fraction(r.self) || !fraction(r.blendThreshold)) return null;
       if (!EDIT_MODE_CHOICES.includes(r.mode as EditModeChoice)) return null;
       let mask: EditRequest["mask"] = null;
       if (r.mask !== null) {
@@ -117,7 +143,16 @@ export function parseWebviewMessage(value: unknown): WebviewToHost | null {
       }
       return {
         type: "edit",
-        request: { prompt: r.prompt as string, mode: r.mode as EditModeChoice, cross: r.cross as number, self: r.self as number, reweight: r.reweight as string, blend: r.blend as string, mask },
+        request: {
+          prompt: r.prompt as string,
+          mode: r.mode as EditModeChoice,
+          cross: r.cross as number,
+          self: r.self as number,
+          reweight: r.reweight as string,
+          blend: r.blend as string,
+          blendThreshold: r.blendThreshold as number,
+          mask,
+        },
       };
     }
     default:

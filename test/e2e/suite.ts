@@ -3,6 +3,8 @@
  * format @vscode/test-electron uses: export run(), throw on failure). The workspace folder is a
  * temporary copy of media/samples. Add cases with test(name, fn); they run in order.
  */
+import { spawnSync } from "node:child_process";
+import * as path from "node:path";
 import * as vscode from "vscode";
 import { assert, runTests, test, ui, waitFor } from "./harness";
 
@@ -59,7 +61,8 @@ test("the UI driver reaches the workbench page", async () => {
 });
 
 interface NullTextApi {
-  panelRendered(): { images: number; lossPoints: number; attentionWords: number } | undefined;
+  panelRendered(artifact?: string): { images: number; lossPoints: number; attentionWords: number } | undefined;
+  panelCount(): number;
   busy(): boolean;
 }
 
@@ -109,18 +112,47 @@ test("Cancel Running Inversion stops a run midway and leaves no file", async () 
   assert(JSON.stringify(after) === JSON.stringify(before), `files changed: ${after.filter((f) => !before.includes(f)).join(", ")}`);
 }, { timeoutMs: 120_000 });
 
-test("a second inversion while one runs is refused; the first completes", async () => {
+test("a second inversion while one runs is refused and leaves the first run's panel untouched; the first completes", async () => {
   await vscode.workspace.getConfiguration("nullText").update("steps", 10, vscode.ConfigurationTarget.Workspace);
   const api = extension().exports as NullTextApi;
   const image = vscode.Uri.joinPath(workspaceFolder().uri, "one-shape.png");
   const first = Promise.resolve(vscode.commands.executeCommand(COMMAND, image, { prompt: "a orange square on a gray background" }));
   await waitFor("the first inversion to start", () => api.busy(), 20_000);
-  const second = await vscode.commands.executeCommand(COMMAND, image, { prompt: "a orange square on a gray background" });
+  const panels = api.panelCount();
+  const other = vscode.Uri.joinPath(workspaceFolder().uri, "two-shapes.png");
+  const second = await vscode.commands.executeCommand(COMMAND, other, { prompt: "a blue circle and a green square on a gray background" });
   assert(second === undefined, "the second inversion ran beside the first");
+  assert(api.panelCount() === panels, "the refused run opened or took over a panel");
   const result = (await first) as { artifact: string } | undefined;
   assert(result, "the first inversion did not complete");
   assert((await outputFiles()).includes("one-shape.nti"), "the first inversion's artifact is missing");
+  const rendered = (await waitFor("the first run's panel to render its result", () => api.panelRendered(result.artifact), 20_000))!;
+  assert(rendered.images === 3 && rendered.lossPoints === 10, `the first run's panel shows ${JSON.stringify(rendered)}: its plot was reset or its results replaced`);
 }, { timeoutMs: 120_000 });
+
+test("opening a saved .nti from the explorer renders its images and its history of edits", async () => {
+  const artifact = vscode.Uri.joinPath(workspaceFolder().uri, "nti-output", "two-shapes.nti");
+  assert((await outputFiles()).includes("two-shapes.nti"), "no artifact from the earlier test");
+  // an edit saved beside it, made by the CLI over the same engine
+  const cli = path.join(extension().extensionPath, "dist", "cli.js");
+  const edit = spawnSync(process.execPath, [cli, "edit", artifact.fsPath, "--prompt", "a blue circle and a yellow square on a gray background", "--blend", "square", "--json"], {
+    encoding: "utf8",
+    env: { ...process.env, ELECTRON_RUN_AS_NODE: "1" },
+    timeout: 120_000,
+  });
+  assert(edit.status === 0, `nti edit failed: ${edit.stderr}`);
+  const api = extension().exports as NullTextApi;
+  const started = Date.now();
+  await vscode.commands.executeCommand("vscode.openWith", artifact, "nullText.artifact");
+  const rendered = (await waitFor("the .nti panel to render", () => api.panelRendered(artifact.fsPath), 30_000))!;
+  const seconds = (Date.now() - started) / 1000;
+  console.log(`[timing] a .nti panel rendered ${seconds.toFixed(2)} s after it was opened`);
+  // source, DDIM only, null-text; the edit and its "what changed" heatmap
+  assert(rendered.images === 5, `the .nti panel shows ${rendered.images} images (expected 3 and one edit with its change map)`);
+  assert(rendered.lossPoints === 20, `the .nti panel's plot has ${rendered.lossPoints} points`);
+  assert(rendered.attentionWords === 11, `the .nti panel lists ${rendered.attentionWords} words`);
+  await vscode.commands.executeCommand("workbench.action.closeActiveEditor");
+}, { timeoutMs: 180_000 });
 
 test("the fast schedule setting reaches the engine; the inner-steps setting overrides it", async () => {
   const config = vscode.workspace.getConfiguration("nullText");

@@ -20,10 +20,11 @@ test("the panel's CSP allows one nonce'd script and no inline code", () => {
   assert.doesNotMatch(html, /style="/, "no inline styles");
 });
 
-test("package.json: nothing runs untrusted, activation only on the commands and the editor, workspace kind", () => {
+test("package.json: nothing runs untrusted, activation only on the commands, the editor and a panel to restore, workspace kind", () => {
   const pkg = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8"));
   assert.equal(pkg.capabilities.untrustedWorkspaces.supported, false);
-  assert.deepEqual(pkg.activationEvents, []); // implicit: the contributed commands and custom editor only
+  // implicit: the contributed commands and custom editor; explicit: restoring a panel after a reload
+  assert.deepEqual(pkg.activationEvents, ["onWebviewPanel:nullText.inversion"]);
   assert.deepEqual(pkg.extensionKind, ["workspace"]);
   const commands = pkg.contributes.commands.map((c: { command: string }) => c.command).sort();
   assert.deepEqual(commands, ["nullText.cancel", "nullText.editInversion", "nullText.invertImage", "nullText.openPanel", "nullText.revealOutput", "nullText.selectModel"]);

@@ -80,12 +80,25 @@ before(async () => {
     notes: result.notes,
     attention: { prompt, resolution: attention.resolution, tokens: attention.prompts[0].tokens },
     editable: true,
+    history: [],
+    restoreKey: "/work/out/two-shapes.nti",
   };
+  const editAttention = attentionData(edit);
   edited = {
     type: "edited",
-    image: { id: "edit-1", label: `edit: ${editPrompt}`, uri: uri(savedEdit.images[0]), psnr: null, savable: true },
-    attention: null,
-    mode: edit.edit.mode,
+    edit: {
+      image: { id: "edit-1", label: `edit: ${editPrompt}`, uri: uri(savedEdit.images[0]), psnr: null, savable: true },
+      change: { id: "change-1", label: `what changed: ${editPrompt}`, uri: uri(savedEdit.change), psnr: null, savable: false },
+      changeSummary: savedEdit.changeSummary,
+      prompt: editPrompt,
+      mode: edit.edit.mode,
+      cross: edit.edit.crossReplaceSteps,
+      self: edit.edit.selfReplaceSteps,
+      reweight: "",
+      blend: "square",
+      blendThreshold: edit.edit.blendThreshold,
+    },
+    attention: { prompt: editPrompt, resolution: editAttention.resolution, tokens: editAttention.prompts[1].tokens },
     seconds: edit.seconds,
     notes: [],
   };
@@ -97,7 +110,7 @@ before(async () => {
   page.on("pageerror", (e) => errors.push(e.message));
   page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
   // page code is passed as strings: tsx's transform would add helpers the browser does not have
-  await page.addInitScript({ content: "window.posted = []; window.acquireVsCodeApi = () => ({ postMessage: (m) => window.posted.push(m) });" });
+  await page.addInitScript({ content: "window.posted = []; window.state = null; window.acquireVsCodeApi = () => ({ postMessage: (m) => window.posted.push(m), setState: (s) => { window.state = s; } });" });
   await page.goto(base);
   await waitFor("window.posted.some((m) => m.type === 'ready')").catch((e: Error) => {
     throw new Error(`${e.message}: ${errors.join("; ")}`);
@@ -144,7 +157,8 @@ test("the results: three images with PSNR, the full plot, the attention viewer r
   assert.equal(await lossPoints(), 25);
   await page.locator(".word", { hasText: "circle" }).hover();
   assert.equal(await page.evaluate("window.ntiPanel.attentionWord()"), "circle");
-  assert.match(await page.locator(".attention .status").innerText(), /"circle" \(token 3\)/);
+  assert.match(await page.locator(".attention .status").innerText(), /"circle" \(word 3 of the prompt of the source\)/);
+  assert.deepEqual(await page.evaluate("window.state"), { restoreKey: "/work/out/two-shapes.nti" }, "the restore key is kept for a reload");
   const rendered = parseWebviewMessage(((await posted()) as { type: string }[]).filter((m) => m.type === "rendered").pop());
   assert.deepEqual(rendered, { type: "rendered", images: 3, lossPoints: 25, attentionWords: 11 });
 });
@@ -168,15 +182,100 @@ test("the edit form posts a well-formed edit request with the painted mask", asy
   assert.equal(edit.request.blend, "square");
   assert.equal(edit.request.reweight, "yellow=2");
   assert.ok(edit.request.mask && edit.request.mask.side === 64 && edit.request.mask.values.some((v) => v === 1), "the painted mask travels");
-  // the host answers with the edit, which joins the grid
+  // the host answers with the edit, which joins the history with its "what changed" heatmap
   await send(edited);
-  await waitFor("document.querySelectorAll('figure img').length === 4 && [...document.querySelectorAll('figure img')].every((i) => i.naturalWidth > 0)");
-  assert.match((await page.locator("figcaption").allInnerTexts())[3], /edit: a blue circle and a yellow square/);
-  if (process.env.NTI_UPDATE_SCREENSHOT) {
-    await page.locator(".word", { hasText: "square" }).click(); // pinned: its map stays on the image
-    await page.evaluate("window.scrollTo(0, 0)");
-    await page.screenshot({ path: path.join(ROOT, "media/panel.png"), fullPage: true });
+  await waitFor("document.querySelectorAll('figure img').length === 5 && [...document.querySelectorAll('figure img')].every((i) => i.naturalWidth > 0)");
+  const captions = await page.locator(".history figcaption").allInnerTexts();
+  assert.match(captions[0], /edit: a blue circle and a yellow square/);
+  assert.match(captions[1], /what changed: .*\n.*\d+\.\d% of pixels changed/s);
+  assert.match(await page.locator(".attention .status").innerText().catch(() => ""), /Hover or click|the edit/);
+  // "Edit again from this" fills the form with the edit's parameters
+  await setField("edit-blend", "");
+  const started = performance.now();
+  await page.locator(".history vscode-button", { hasText: "Edit again from this" }).click();
+  assert.equal(await page.evaluate("document.getElementById('edit-blend').value"), "square");
+  process.stdout.write(`# timing: "Edit again from this" filled the form in ${(performance.now() - started).toFixed(0)} ms (click to read-back)\n`);
+  if (process.env.NTI_UPDATE_SCREENSHOT) await screenshots();
+});
+
+/** media/panel.png (dark), and dark, light and narrow (a side panel's 526 px) screenshots in the test folder. */
+async function screenshots(): Promise<void> {
+  await page.locator(".attention .word", { hasText: "square" }).click(); // pinned: its map stays on the image
+  await page.evaluate("window.scrollTo(0, 0)");
+  await page.screenshot({ path: path.join(ROOT, "media/panel.png"), fullPage: true });
+  for (const [name, width, theme] of [["dark", 1100, null], ["light", 1100, LIGHT_THEME], ["narrow", 526, LIGHT_THEME]] as const) {
+    if (theme) await setTheme(theme);
+    await page.setViewportSize({ width, height: 1150 });
+    await new Promise((r) => setTimeout(r, 300));
+    await page.screenshot({ path: path.join(dir, `panel-${name}.png`), fullPage: true });
   }
+  await page.setViewportSize({ width: 1100, height: 1150 });
+  await setTheme(DARK_THEME);
+  process.stdout.write(`# screenshots: ${dir}/panel-{dark,light,narrow}.png\n`);
+}
+
+const DARK_THEME = "--vscode-foreground:#cccccc;--vscode-editor-background:#1e1e1e;--vscode-descriptionForeground:#9d9d9d;--vscode-panel-border:#3c3c3c;--vscode-charts-foreground:#cccccc;--vscode-charts-blue:#3794ff;--vscode-charts-green:#89d185;--vscode-charts-orange:#d18616";
+const LIGHT_THEME = "--vscode-foreground:#3b3b3b;--vscode-editor-background:#ffffff;--vscode-descriptionForeground:#717171;--vscode-panel-border:#e5e5e5;--vscode-charts-foreground:#616161;--vscode-charts-blue:#1a85ff;--vscode-charts-green:#388a34;--vscode-charts-orange:#d18616;--vscode-button-secondaryForeground:#3b3b3b;--vscode-button-secondaryBackground:#e5e5e5;--vscode-input-background:#ffffff;--vscode-input-foreground:#3b3b3b;--vscode-input-border:#cecece;--vscode-dropdown-background:#ffffff;--vscode-dropdown-foreground:#3b3b3b;--vscode-dropdown-border:#cecece;--vscode-settings-textInputBackground:#ffffff;--vscode-settings-textInputForeground:#3b3b3b";
+
+/** What VS Code does on a theme switch: new variables set on the root element's style (through the CSSOM, which the CSP allows) and a new body class. */
+async function setTheme(variables: string): Promise<void> {
+  const light = variables === LIGHT_THEME;
+  const pairs = variables.split(";").map((v) => v.split(":"));
+  await page.evaluate(`for (const [k, v] of ${JSON.stringify(pairs)}) document.documentElement.style.setProperty(k, v); document.body.className = ${JSON.stringify(light ? "vscode-light" : "vscode-dark")};`);
+  await new Promise((r) => setTimeout(r, 100));
+}
+
+test("the chart follows a theme switch live: its text takes the light theme's foreground", async () => {
+  await setTheme(LIGHT_THEME);
+  assert.equal(await page.evaluate("window.ntiPanel.chartTextColour()"), "#3b3b3b");
+  const fills = (await page.evaluate("[...document.querySelectorAll('.plot svg text')].map((t) => t.getAttribute('fill') || t.style.fill)")) as string[];
+  assert.ok(fills.length > 0 && fills.every((f) => !/#cccccc|rgb\(204, 204, 204\)/i.test(f)), `dark-theme text left in the chart: ${fills.join(" ")}`);
+  const legend = (await page.evaluate("[...document.querySelectorAll('.plot svg text')].map((t) => t.textContent)")) as string[];
+  assert.ok(legend.includes("iterations (stopped at the threshold)") && legend.includes("iterations (all used)"), "both bar colours are in the legend");
+  await setTheme(DARK_THEME);
+  assert.equal(await page.evaluate("window.ntiPanel.chartTextColour()"), "#cccccc");
+});
+
+test("zoom: 1:1 shows the image's own pixels, 8x eight times them, and each image says its size", async () => {
+  await page.locator(".zoom button", { hasText: "8x" }).click();
+  assert.equal(await page.evaluate("document.querySelector('figure img').clientWidth"), 64 * 8);
+  await page.locator(".zoom button", { hasText: "1:1" }).click();
+  assert.equal(await page.evaluate("document.querySelector('figure img').clientWidth"), 64);
+  await page.locator(".zoom button", { hasText: "Fit" }).click();
+  assert.match((await page.locator("figcaption").first().innerText()), /64×64 px/);
+});
+
+test("accessibility: axe-core finds no serious or critical violation, and every control is reachable by keyboard", async () => {
+  // evaluated through the debugging protocol: the panel's CSP (rightly) admits no script tag
+  await page.evaluate(readFileSync(path.join(ROOT, "node_modules/axe-core/axe.min.js"), "utf8"));
+  const result = (await page.evaluate("axe.run(document, { resultTypes: ['violations'] })")) as { violations: { id: string; impact: string; nodes: { target: string[] }[] }[] };
+  const serious = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  process.stdout.write(`# axe-core: ${result.violations.length} violations (${result.violations.map((v) => `${v.id}:${v.impact}`).join(", ") || "none"})\n`);
+  assert.deepEqual(serious.map((v) => `${v.id} at ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`), []);
+  // the brush paints from the keyboard
+  await page.locator("canvas.brush").focus();
+  for (const key of ["ArrowRight", "ArrowRight", "ArrowDown", " "]) await page.keyboard.press(key);
+  await page.locator("#edit-run").click();
+  const edits = ((await posted()) as { type: string; request?: { mask: { values: number[] } | null } }[]).filter((m) => m.type === "edit");
+  assert.ok(edits[edits.length - 1].request?.mask?.values.some((v) => v === 1), "a mask painted with the keyboard travels");
+});
+
+test("a run that fails after an inversion leaves nothing of it: no attention, no edit form, no history, no reveal", async () => {
+  await send({ type: "session", title: "other.png", prompt: "a red circle", method: "null-text", totalSteps: 25, running: true, editable: false });
+  await send({ type: "failed", message: "other.png: not an image", scope: "run" });
+  assert.equal(await page.locator("figure").count(), 0);
+  assert.equal(await page.locator(".word").count(), 0);
+  assert.ok(await page.locator(".lower").isHidden(), "the edit form and attention viewer are hidden");
+  assert.ok(await page.locator(".edits").isHidden(), "the history is hidden");
+  assert.ok(await page.locator("vscode-button", { hasText: "Reveal artifact" }).isHidden());
+  // an edit error stays only until the next success
+  await send({ type: "session", title: "two-shapes.png", prompt: "a blue circle and a green square on a gray background", method: "null-text", totalSteps: 25, running: false, editable: true });
+  await send(inverted);
+  await send({ type: "failed", message: "Edit failed: unknown word", scope: "edit" });
+  assert.match(await page.locator(".edit-form .error").innerText(), /unknown word/);
+  assert.equal(await page.evaluate("document.getElementById('edit-prompt').value"), "a blue circle and a green square on a gray background", "the edit prompt starts from the new source prompt");
+  await send(edited);
+  assert.equal(await page.locator(".edit-form .error").innerText(), "");
 });
 
 test("forged or malformed messages are rejected by the host's validator", () => {
