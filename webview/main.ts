@@ -87,6 +87,45 @@ plot.setAttribute("role", "img");
 plot.setAttribute("aria-label", "loss per timestep and inner iterations per timestep");
 const plotSection = el("section", undefined, "loss");
 plotSection.append(plotTitle, plotNote, plot);
+// compare: any two images, one over the other, split by a slider
+const compareSection = el("section", undefined, "compare");
+const compareTitle = el("h2", "Compare");
+const compareHint = el("div", "Pick two images with their Compare buttons; drag the slider (or use the arrow keys on it) to wipe between them.", "status");
+const compareView = el("div", undefined, "compare-view");
+compareView.setAttribute("role", "img");
+const compareBase = el("img");
+const compareTop = el("img", undefined, "compare-top");
+compareBase.alt = "";
+compareTop.alt = "";
+compareView.append(compareBase, compareTop);
+const compareSlider = el("input");
+compareSlider.type = "range";
+compareSlider.min = "0";
+compareSlider.max = "100";
+compareSlider.value = "50";
+compareSlider.setAttribute("aria-label", "wipe position between the two compared images");
+const compareCaption = el("div", "", "status");
+compareSection.append(compareTitle, compareHint, compareView, compareSlider, compareCaption);
+compareSection.hidden = true;
+let compared: PanelImage[] = [];
+function wipe(): void {
+  // through the CSSOM, which the panel's CSP allows (no inline styles)
+  compareTop.style.clipPath = `inset(0 ${100 - Number(compareSlider.value)}% 0 0)`;
+}
+compareSlider.addEventListener("input", wipe);
+function compare(image: PanelImage): void {
+  compared = [...compared.filter((i) => i.id !== image.id), image].slice(-2);
+  for (const b of document.querySelectorAll<HTMLElement>("figure [data-compare]")) b.setAttribute("aria-pressed", String(compared.some((i) => i.id === b.dataset.compare)));
+  compareSection.hidden = compared.length < 2;
+  if (compared.length < 2) return;
+  const [left, right] = compared;
+  compareTop.src = left.uri;
+  compareBase.src = right.uri;
+  compareView.setAttribute("aria-label", `${left.label} (left of the slider) over ${right.label} (right)`);
+  compareCaption.textContent = `left of the slider: ${left.label} · right: ${right.label}`;
+  wipe();
+}
+
 const historyTitle = el("h2", "Edits");
 const history = el("ol", undefined, "history");
 const historySection = el("section", undefined, "edits");
@@ -95,7 +134,7 @@ const attention = new AttentionView();
 const form = new EditForm((request) => post({ type: "edit", request }));
 const lower = el("div", undefined, "lower");
 lower.append(attention.element, form.element);
-app.append(title, head, progress, zoom, quality, grid, notes, historySection, lower, plotSection);
+app.append(title, head, progress, zoom, quality, grid, notes, compareSection, historySection, lower, plotSection);
 const chart = new LossChart(plot);
 plotSection.hidden = true;
 historySection.hidden = true;
@@ -125,7 +164,12 @@ function figure(image: PanelImage, extra?: string): HTMLElement {
   caption.append(el("div", fmtDb(image.psnr), "psnr"), size);
   if (extra) caption.append(el("div", extra, "psnr"));
   f.append(img, caption);
-  if (image.savable) f.append(button("Save as PNG…", () => post({ type: "saveImage", id: image.id })));
+  const actions = el("div", undefined, "buttons");
+  const pick = button("Compare", () => compare(image));
+  pick.dataset.compare = image.id;
+  actions.append(pick);
+  if (image.savable) actions.append(button("Save as PNG…", () => post({ type: "saveImage", id: image.id })));
+  f.append(actions);
   return f;
 }
 
@@ -138,6 +182,8 @@ function setBusy(busy: boolean, what = ""): void {
 
 /** Everything of a previous inversion goes: a new run never shows or acts on the old artifact. */
 function clearInversion(): void {
+  compared = [];
+  compareSection.hidden = true;
   grid.replaceChildren();
   notes.replaceChildren();
   history.replaceChildren();

@@ -215,7 +215,7 @@ async function screenshots(): Promise<void> {
 }
 
 const DARK_THEME = "--vscode-foreground:#cccccc;--vscode-editor-background:#1e1e1e;--vscode-descriptionForeground:#9d9d9d;--vscode-panel-border:#3c3c3c;--vscode-charts-foreground:#cccccc;--vscode-charts-blue:#3794ff;--vscode-charts-green:#89d185;--vscode-charts-orange:#d18616";
-const LIGHT_THEME = "--vscode-foreground:#3b3b3b;--vscode-editor-background:#ffffff;--vscode-descriptionForeground:#717171;--vscode-panel-border:#e5e5e5;--vscode-charts-foreground:#616161;--vscode-charts-blue:#1a85ff;--vscode-charts-green:#388a34;--vscode-charts-orange:#d18616;--vscode-button-secondaryForeground:#3b3b3b;--vscode-button-secondaryBackground:#e5e5e5;--vscode-input-background:#ffffff;--vscode-input-foreground:#3b3b3b;--vscode-input-border:#cecece;--vscode-dropdown-background:#ffffff;--vscode-dropdown-foreground:#3b3b3b;--vscode-dropdown-border:#cecece;--vscode-settings-textInputBackground:#ffffff;--vscode-settings-textInputForeground:#3b3b3b";
+const LIGHT_THEME = "--vscode-foreground:#3b3b3b;--vscode-editor-background:#ffffff;--vscode-descriptionForeground:#717171;--vscode-panel-border:#e5e5e5;--vscode-charts-foreground:#616161;--vscode-charts-blue:#1a85ff;--vscode-charts-green:#388a34;--vscode-charts-orange:#d18616;--vscode-button-secondaryForeground:#3b3b3b;--vscode-button-secondaryBackground:#e5e5e5;--vscode-input-background:#ffffff;--vscode-input-foreground:#3b3b3b;--vscode-input-border:#cecece;--vscode-dropdown-background:#ffffff;--vscode-dropdown-foreground:#3b3b3b;--vscode-dropdown-border:#cecece;--vscode-settings-textInputBackground:#ffffff;--vscode-settings-textInputForeground:#3b3b3b;--vscode-settings-textInputBorder:#cecece;--vscode-settings-dropdownBackground:#ffffff;--vscode-settings-dropdownForeground:#3b3b3b;--vscode-settings-dropdownBorder:#cecece";
 
 /** What VS Code does on a theme switch: new variables set on the root element's style (through the CSSOM, which the CSP allows) and a new body class. */
 async function setTheme(variables: string): Promise<void> {
@@ -234,6 +234,16 @@ test("the chart follows a theme switch live: its text takes the light theme's fo
   assert.ok(legend.includes("iterations (stopped at the threshold)") && legend.includes("iterations (all used)"), "both bar colours are in the legend");
   await setTheme(DARK_THEME);
   assert.equal(await page.evaluate("window.ntiPanel.chartTextColour()"), "#cccccc");
+});
+
+test("compare: two picked images, one over the other, wiped by a slider", async () => {
+  await page.locator("figure[data-id='source'] vscode-button", { hasText: "Compare" }).click();
+  assert.ok(await page.locator(".compare").isHidden(), "one image is not a comparison");
+  await page.locator("figure[data-id='edit-1'] vscode-button", { hasText: "Compare" }).click();
+  assert.ok(await page.locator(".compare").isVisible());
+  assert.match(await page.locator(".compare .status").last().innerText(), /left of the slider: source · right: edit: a blue circle and a yellow square/);
+  await page.locator(".compare input[type=range]").fill("25");
+  assert.equal(await page.evaluate("document.querySelector('.compare-top').style.clipPath"), "inset(0px 75% 0px 0px)");
 });
 
 test("zoom: 1:1 shows the image's own pixels, 8x eight times them, and each image says its size", async () => {
