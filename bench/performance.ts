@@ -204,7 +204,7 @@ async function main(): Promise<void> {
     "",
     `\`npm run bench\`, ${new Date().toISOString().slice(0, 10)}, ${os()}; every number from one run, side by side.`,
     "Job seconds: from the loaded model to the decoded reconstructions (null-text and DDIM-only), one fresh process each.",
-    "Paper schedule: notebook inner loop, empty-prompt start, 10 inner iterations (DESIGN §1). Fast schedule (`--schedule fast`): lean loop, prompt start, 3 inner iterations, half the early-stop threshold.",
+    "Paper schedule: notebook inner loop, empty-prompt start, 10 inner iterations (docs/design.md §1). Fast schedule (`--schedule fast`): lean loop, prompt start, 3 inner iterations, half the early-stop threshold.",
     "",
   ];
   for (const r of results as any[]) {

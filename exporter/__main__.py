@@ -1,4 +1,4 @@
-"""`python -m exporter export|random ...`: write an ONNX model folder for the engine (DESIGN §2)."""
+"""`python -m exporter export|random ...`: write an ONNX model folder for the engine (docs/design.md §2)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ Why our own processors:
   Softmax and differentiates into standard ops.
 - Prompt-to-Prompt must read and overwrite the attention probabilities inside every attention layer.
 
-Control semantics (DESIGN §1), applied to the conditional half of the batch [uncond x K, cond x K] only.
+Control semantics (docs/design.md §1), applied to the conditional half of the batch [uncond x K, cond x K] only.
 For conditional branch k (k = 0 is the source prompt) with own cross-attention P_k, source P_0:
 
     cross:  P_k' = (M_k(P_0) * a_k + P_k * (1 - a_k)) * r_k * c + P_k * (1 - c)

@@ -20,7 +20,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from .tokenizer import build_word_tokenizer
 
-# DESIGN §1: DDIM over SD's training schedule.
+# docs/design.md §1: DDIM over SD's training schedule.
 SD_SCHEDULER = dict(
     num_train_timesteps=1000,
     beta_start=0.00085,

@@ -1,4 +1,4 @@
-"""Write a model folder (DESIGN §2) from diffusers components: graphs, tokenizer and the nti.json manifest."""
+"""Write a model folder (docs/design.md §2) from diffusers components: graphs, tokenizer and the nti.json manifest."""
 
 from __future__ import annotations
 

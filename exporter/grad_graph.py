@@ -65,7 +65,7 @@ def decompositions() -> dict:
 
 def null_text_step(unet, prediction_type: str, latent, timestep, null_embedding, cond_noise, target, guidance,
                    alpha_t, alpha_prev):
-    """uncond UNet -> classifier-free guidance -> DDIM step -> MSE to the pivot (DESIGN §1)."""
+    """uncond UNet -> classifier-free guidance -> DDIM step -> MSE to the pivot (docs/design.md §1)."""
     uncond = unet(latent, timestep, null_embedding, return_dict=False)[0]
     guided = uncond + guidance * (cond_noise - uncond)
     latent_prev = ddim_step(guided, latent, alpha_t, alpha_prev, prediction_type)

@@ -21,7 +21,7 @@ class TextEncoder(torch.nn.Module):
 
 
 class VaeEncoderMean(torch.nn.Module):
-    """Image in [-1, 1] -> mean of the latent distribution, unscaled (DESIGN §1: the mean, not a sample)."""
+    """Image in [-1, 1] -> mean of the latent distribution, unscaled (docs/design.md §1: the mean, not a sample)."""
 
     def __init__(self, vae):
         super().__init__()
@@ -82,7 +82,7 @@ class ControlUnet(torch.nn.Module):
         cross_res = {int(round(n ** 0.5)) for _, is_cross, n in layout if is_cross}
         self_tokens = [n for _, is_cross, n in layout if not is_cross]
         self.map_resolution = choose_map_resolution(cross_res, size)
-        # Self-attention injection on every layer but the highest-resolution ones (DESIGN §1).
+        # Self-attention injection on every layer but the highest-resolution ones (docs/design.md §1).
         self.max_self_tokens = max(self_tokens)
         self.state = ControlState()
         map_tokens = self.map_resolution ** 2

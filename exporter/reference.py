@@ -1,6 +1,6 @@
 """PyTorch reference of the whole method on diffusers modules, independent of the ONNX graphs.
 
-It follows the authors' notebook `null_text_w_ptp.ipynb` (google/prompt-to-prompt) and DESIGN §1, with
+It follows the authors' notebook `null_text_w_ptp.ipynb` (google/prompt-to-prompt) and docs/design.md §1, with
 its known defects fixed and each fix named:
 - DDIM inversion evaluates the UNet at the noise level of the latent it is given (pairing="consistent");
   the notebook gives it the next level's timestep (issues #64/#79). pairing="notebook" reproduces that.
@@ -383,7 +383,7 @@ class Reference:
             pivots.append(z)
         return pivots
 
-    # -- null-text optimization (DESIGN §1, notebook schedule)
+    # -- null-text optimization (docs/design.md §1, notebook schedule)
     def null_text(self, pivots: list[torch.Tensor], cond: torch.Tensor, uncond: torch.Tensor) -> NullTextResult:
         s = self.s
         result = NullTextResult([], [])

@@ -1,7 +1,7 @@
 """Null-text schedule fixtures for the engine (`python -m exporter.schedule_fixtures`), on top of `exporter fixtures`.
 
 The main fixtures follow the notebook's inner loop from the empty prompt's embedding. The engine's faster
-schedules (DESIGN §1 options, see src/core/inversion.ts) are checked here against the same reference
+schedules (docs/design.md §1 options, see src/core/inversion.ts) are checked here against the same reference
 code, from the same seeded tiny model and stored pivots: the "lean" inner loop (loss checked before the
 Adam step, lowest-loss embedding kept, no extra UNet pass), the NPI-style start from the prompt embedding,
 and a looser early-stop threshold so that the lean loop's early exit is exercised as well as its full run.

@@ -85,7 +85,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def vae_psnr(vae, scenes: list, batch_size: int = 64) -> dict:
-    """Reconstruction through encoder mean -> decoder (the latent the DESIGN uses)."""
+    """Reconstruction through encoder mean -> decoder (the latent docs/design.md §1 uses)."""
     imgs = S.render_batch(scenes)
     rec = decode_latents(vae, encode_images(vae, imgs, batch_size), batch_size)
     p = psnr(imgs, rec)

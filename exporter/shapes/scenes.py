@@ -2,7 +2,7 @@
 
 A scene is one or two flat-coloured shapes on a flat background.  Every edit (colour swap, shape
 swap, background swap, add/remove an object) can be rendered exactly, together with the mask of the
-pixels it changes, which makes this world a benchmark with ground truth (DESIGN.md §3).
+pixels it changes, which makes this world a benchmark with ground truth (docs/design.md §5).
 
 Geometry
     Pixel (row r, column c) covers [c, c+1) x [r, r+1); its centre is (c+0.5, r+0.5).  An object is

@@ -45,7 +45,7 @@ export class PromptError extends Error {
 
 /**
  * Named null-text schedules; explicit settings override them.
- * - "paper": DESIGN §1, the authors' notebook (notebook inner loop from the empty prompt, <= 10 iterations).
+ * - "paper": docs/design.md §1, the authors' notebook (notebook inner loop from the empty prompt, <= 10 iterations).
  * - "fast": the lean inner loop from the prompt's embedding (NPI-style), <= 3 iterations, half the
  *   early-stop threshold. On 20 held-out shapes-tiny scenes it kept the paper's mean PSNR (34.01 vs
  *   33.84 dB) with 5.9x fewer UNet passes than the reference (bench/results/schedule.md).

@@ -1,5 +1,5 @@
 /**
- * The method's numerical steps over a Model's graphs (DESIGN §1): prompt and image encoding, pivotal DDIM
+ * The method's numerical steps over a Model's graphs (docs/design.md §1): prompt and image encoding, pivotal DDIM
  * inversion, null-text optimisation (Adam in TypeScript over the exported gradient graph), NPI and
  * Direct Inversion, and guided DDIM sampling. Every function takes a `Run` that counts UNet evaluations,
  * reports progress and honours an AbortSignal between graph calls.
@@ -162,7 +162,7 @@ export interface NullTextStepResult {
 }
 
 /**
- * One null-text step i at timestep t (DESIGN §1): the conditional noise once, then up to `innerSteps`
+ * One null-text step i at timestep t (docs/design.md §1): the conditional noise once, then up to `innerSteps`
  * gradient calls (loss, d loss / d null embedding and the latent that embedding gives), with Adam steps
  * between them, until the loss is below 1e-5 + i * 2e-5. How the loop ends is `settings.innerLoop`.
  */

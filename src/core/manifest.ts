@@ -1,5 +1,5 @@
 /**
- * The model folder's `nti.json` (DESIGN §2): its types and a validator that names the first thing wrong.
+ * The model folder's `nti.json` (docs/design.md §2): its types and a validator that names the first thing wrong.
  */
 import { posix } from "node:path";
 import type { PredictionType, SchedulerConfig } from "./scheduler";

@@ -1,5 +1,5 @@
 /**
- * A model folder (DESIGN §2) opened for the engine: manifest validated, files checked against their
+ * A model folder (docs/design.md §2) opened for the engine: manifest validated, files checked against their
  * sha256, tokenizer loaded, and one ONNX Runtime session per graph created on first use and checked
  * against the I/O the manifest declares. Every failure names the file and the problem in one line.
  */
