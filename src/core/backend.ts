@@ -4,8 +4,6 @@
  */
 import * as ort from "onnxruntime-node";
 
-export type Float = Float32Array;
-
 export interface BackendOptions {
   /** Intra-op threads; 0 lets ONNX Runtime choose. */
   threads?: number;

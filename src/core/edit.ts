@@ -82,7 +82,6 @@ export async function editSample(
   const steps = s.timesteps.length;
   const blendFrom = Math.floor(edit.blendStart * steps);
   const fixed = {
-    encoderTail: conds,
     mapper: f32(control.mapper, [k - 1, T, T]),
     alphas: f32(control.alphas, [k - 1, T]),
     reweight: f32(control.reweight, [k, T]),
