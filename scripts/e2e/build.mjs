@@ -1,5 +1,6 @@
-// Bundles the e2e test suite (test/e2e/suite.ts) into dist/e2e/suite.js: a CommonJS module whose
-// run() the extension host calls. vscode stays external: the host provides it.
+// Bundles the e2e test suite (test/e2e/suite.ts) into dist/e2e/suite.js, and the after-reload checks
+// (test/e2e/reload.ts) into dist/e2e/reload.js: CommonJS modules whose run() the extension host calls.
+// vscode stays external: the host provides it.
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
@@ -9,7 +10,8 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 export async function buildSuite() {
   await esbuild.build({
     absWorkingDir: root,
-    entryPoints: { suite: "test/e2e/suite.ts" },
+    // suite: the cases; reload: what must hold after the suite's window is reloaded (panels restored)
+    entryPoints: { suite: "test/e2e/suite.ts", reload: "test/e2e/reload.ts" },
     outdir: "dist/e2e",
     bundle: true,
     platform: "node",

@@ -141,7 +141,7 @@ async function main() {
       }),
     );
     let onExit;
-    const exited = new Promise((resolve) => (onExit = resolve));
+    let exited = new Promise((resolve) => (onExit = resolve));
     await step(page.exposeFunction("codeAutomationExit", (code) => onExit(Number(code))));
 
     // The workbench reads `payload` as a JSON array of [key, value] pairs (the launch arguments of
@@ -158,7 +158,20 @@ async function main() {
 
     const code = await step(exited);
     say(`tests exited with code ${code} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
-    return code;
+    // A window reload: the same workspace opened again, with the after-reload checks as the test module
+    // (reload.js beside the suite), so what the suite left open must come back by itself.
+    const reloadModule = path.join(path.dirname(testsModule), "reload.js");
+    if (code !== 0 || opts.tests || !fs.existsSync(reloadModule)) return code;
+    exited = new Promise((resolve) => (onExit = resolve));
+    const reloadPayload = [
+      ["extensionDevelopmentPath", remote(extensionDir)],
+      ["extensionTestsPath", remote(reloadModule)],
+    ];
+    say("window reload: the workspace again, with test/e2e/reload.ts");
+    await step(page.goto(`http://${authority}/?folder=${encodeURIComponent(dirs.workspace)}&payload=${encodeURIComponent(JSON.stringify(reloadPayload))}`, { timeout: 0 }));
+    const reloadCode = await step(exited);
+    say(`after-reload tests exited with code ${reloadCode} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    return reloadCode;
   } finally {
     clearTimeout(failTimer);
     for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) process.off(signal, onSignal);
