@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
-import { METHODS } from "../src/core/artifact";
+import { METHODS } from "../src/core/settings";
 import { Engine } from "../src/core/engine";
 import { savePng } from "../src/core/image";
 import { ROOT, python } from "./common";

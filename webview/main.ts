@@ -224,7 +224,7 @@ window.addEventListener("message", (event: MessageEvent<HostToWebview>) => {
       title.textContent = m.title;
       status.textContent = `"${m.prompt}" · ${m.method}${m.totalSteps ? ` · ${m.totalSteps} steps` : ""}`;
       clearInversion();
-      plotSection.hidden = !m.running || m.method !== "null-text";
+      plotSection.hidden = !m.running || !m.lossTrace;
       setBusy(m.running, m.running ? "Starting…" : "");
       break;
     }

@@ -1,12 +1,7 @@
 #!/usr/bin/env node
 /**
- * `nti`: the engine on the command line, for batch work and benchmarks.
- *   nti invert <image> --prompt "..." [--model DIR] [--method nulltext|npi|direct|ddim] [--steps N]
- *              [--guidance W] [--inner-steps N] [--out DIR] [--plot] [--json]
- *   nti reconstruct <artifact> [--model DIR] [--out DIR] [--json]
- *   nti edit <artifact> --prompt "..." [--mode replace|refine|reweight] [--cross 0.8] [--self 0.4]
- *              [--reweight word=factor] [--blend word,...] [--mask mask.png] [--out DIR] [--json]
- *   nti attention <artifact> [--out DIR] [--json]
+ * `nti`: the engine on the command line, for batch work and benchmarks: invert, reconstruct, edit,
+ * attention. The commands and flags are described once, in USAGE below (`nti --help`).
  * Bad input: exit code 1 and one line on stderr. Ctrl-C cancels and leaves no partial files (exit 130).
  */
 import { spawn } from "node:child_process";
@@ -14,7 +9,8 @@ import { existsSync } from "node:fs";
 import { rmdir } from "node:fs/promises";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
-import { readArtifact, InversionArtifact, InversionMethod, InversionSettings } from "../core/artifact";
+import { readArtifact, InversionArtifact } from "../core/artifact";
+import { METHODS, parseReweight, parseWords, type InversionMethod, type InversionSettings } from "../core/settings";
 import { firstLine } from "../core/backend";
 import { Engine, ScheduleName } from "../core/engine";
 import { loadMask } from "../core/image";
@@ -26,7 +22,7 @@ import { EDIT_MODES, EditMode } from "../core/promptToPrompt";
 import { writeLossPlot } from "./lossPlot";
 
 const USAGE = `usage:
-  nti invert <image> --prompt "..." [--model DIR] [--method nulltext|npi|direct|ddim] [--steps N]
+  nti invert <image> --prompt "..." [--model DIR] [--method ${METHODS.join("|")}] [--steps N]
              [--guidance W] [--schedule paper|fast] [--inner-steps N] [--lr X] [--inner-loop notebook|lean]
              [--null-init empty|prompt] [--threads N] [--out DIR] [--plot] [--no-ddim] [--json]
   nti reconstruct <artifact> [--model DIR] [--out DIR] [--json]
@@ -216,14 +212,13 @@ async function edit(artifactPath: string | undefined, values: Values, signal: Ab
   if (mode !== undefined && !EDIT_MODES.includes(mode as EditMode)) throw new UsageError(`--mode must be one of ${EDIT_MODES.join(", ")}`);
   const maskMode = values["mask-mode"];
   if (maskMode !== undefined && maskMode !== "union" && maskMode !== "replace") throw new UsageError("--mask-mode must be union or replace");
-  const reweight: Record<string, number> = {};
-  for (const item of (values.reweight ?? []).flatMap((r) => r.split(","))) {
-    const [word, factor] = item.split("=");
-    const n = Number(factor);
-    if (!word || factor === undefined || factor.trim() === "" || !Number.isFinite(n)) throw new UsageError(`--reweight takes word=factor, got "${item}"`);
-    reweight[word.trim()] = n;
+  let reweight: Record<string, number>;
+  try {
+    reweight = parseReweight((values.reweight ?? []).join(","));
+  } catch (error) {
+    throw new UsageError(`--${(error as Error).message}`);
   }
-  const blendWords = values.blend?.split(",").map((w) => w.trim()).filter(Boolean);
+  const blendWords = values.blend === undefined ? undefined : parseWords(values.blend);
   const prompts = values.prompt;
   const { artifact, out, engine } = await openForArtifact(artifactPath, values, signal);
   try {

@@ -7,30 +7,14 @@
 import { FileReadError, MAX_BYTES, readRegularFile } from "./files";
 import type { Model } from "./model";
 import { decodeSafetensors, encodeSafetensors, SafetensorsError, StoredTensor } from "./safetensors";
-import type { InnerLoop, NullInit } from "./inversion";
-import type { InversionPairing } from "./scheduler";
+import { METHOD_INFO, checkInversionSettings, type InversionMethod, type InversionSettings } from "./settings";
 
 export const ARTIFACT_FORMAT = "nti-inversion";
 export const ARTIFACT_VERSION = 1;
 export const ARTIFACT_EXTENSION = ".nti";
 
-export type InversionMethod = "nulltext" | "npi" | "direct" | "ddim";
-export const METHODS: InversionMethod[] = ["nulltext", "npi", "direct", "ddim"];
-export const INNER_LOOPS: InnerLoop[] = ["notebook", "lean"];
-export const NULL_INITS: NullInit[] = ["empty", "prompt"];
-
-export interface InversionSettings {
-  method: InversionMethod;
-  steps: number;
-  guidance: number;
-  innerSteps: number;
-  learningRate: number;
-  earlyStop: number;
-  earlyStopSlope: number;
-  pairing: InversionPairing;
-  innerLoop: InnerLoop;
-  nullInit: NullInit;
-}
+// the settings' vocabulary lives in ./settings; re-exported for the artifact's readers
+export type { InversionMethod, InversionSettings };
 
 /** One null-text step: the loss before each inner Adam step, and the early-stop threshold it was held to. */
 export interface StepRecord {
@@ -125,11 +109,12 @@ export function decodeArtifact(bytes: Uint8Array): InversionArtifact {
   const source = tensor("source", "U8", 3);
   const steps = h.settings.steps;
   if (z.shape[0] !== 1) fail(`z_T has batch ${z.shape[0]}, expected 1`);
+  const method = METHOD_INFO[h.settings.method];
   if (nulls.shape[0] !== 1 && nulls.shape[0] !== steps) fail(`null_embeddings has ${nulls.shape[0]} rows for ${steps} steps`);
-  if (h.settings.method === "nulltext" && nulls.shape[0] !== steps) fail(`null-text artifact has ${nulls.shape[0]} null embeddings for ${steps} steps`);
+  if (method.perStepNullEmbeddings && nulls.shape[0] !== steps) fail(`a ${method.label} artifact has ${nulls.shape[0]} null embeddings for ${steps} steps`);
   if (source.shape[0] !== source.shape[1] || source.shape[2] !== 3) fail(`source has shape [${source.shape}], expected [size, size, 3]`);
   let offsets: Float32Array | null = null;
-  if (h.settings.method === "direct") {
+  if (method.directOffsets) {
     const o = tensor("direct_offsets", "F32", 4);
     if (o.shape[0] !== steps || o.shape.slice(1).join() !== z.shape.slice(1).join()) fail(`direct_offsets has shape [${o.shape}], expected [${steps}, ${z.shape.slice(1)}]`);
     offsets = o.data as Float32Array;
@@ -165,27 +150,11 @@ function checkHeader(value: unknown, fail: (msg: string) => never): ArtifactHead
   const s = h.settings;
   if (!isObj(s)) fail("settings is missing");
   const settings = s as Record<string, unknown>;
-  if (!METHODS.includes(settings.method as InversionMethod)) fail(`settings.method ${JSON.stringify(settings.method)} is not one of ${METHODS.join(", ")}`);
-  for (const k of ["steps", "guidance", "innerSteps", "learningRate", "earlyStop", "earlyStopSlope"]) {
-    if (typeof settings[k] !== "number" || !Number.isFinite(settings[k])) fail(`settings.${k} is not a number`);
-  }
-  if (!Number.isInteger(settings.steps) || (settings.steps as number) < 1 || (settings.steps as number) > 1000) fail(`settings.steps ${settings.steps} is not an integer in 1..1000`);
-  // the ranges the CLI and the settings accept (the engine checks steps against the model's timesteps)
-  const range = (k: string, lo: number, hi: number, int = false) => {
-    const v = settings[k] as number;
-    if (v < lo || v > hi || (int && !Number.isInteger(v))) fail(`settings.${k} ${v} is not ${int ? "an integer" : "a number"} in ${lo}..${hi}`);
-  };
-  range("guidance", 1, 50);
-  range("innerSteps", 1, 1000, true);
-  range("learningRate", Number.MIN_VALUE, 10);
-  range("earlyStop", 0, 1e6);
-  range("earlyStopSlope", 0, 1e6);
-  if (settings.pairing !== "consistent" && settings.pairing !== "notebook") fail(`settings.pairing ${JSON.stringify(settings.pairing)} is unknown`);
   // Artifacts written before these settings existed used the paper's loop and start.
   settings.innerLoop ??= "notebook";
   settings.nullInit ??= "empty";
-  if (!INNER_LOOPS.includes(settings.innerLoop as InnerLoop)) fail(`settings.innerLoop ${JSON.stringify(settings.innerLoop)} is unknown`);
-  if (!NULL_INITS.includes(settings.nullInit as NullInit)) fail(`settings.nullInit ${JSON.stringify(settings.nullInit)} is unknown`);
+  // the ranges the CLI and the settings accept (the engine checks steps against the model's timesteps)
+  checkInversionSettings(settings, (message) => fail(`settings: ${message}`));
   const model = h.model;
   if (!isObj(model) || typeof model.id !== "string" || typeof model.manifestSha256 !== "string" || typeof model.dir !== "string") fail("model must have id, manifestSha256 and dir");
   const source = h.source;
@@ -198,7 +167,7 @@ function checkHeader(value: unknown, fail: (msg: string) => never): ArtifactHead
       fail(`steps[${i}] needs timestep, threshold and losses`);
     }
   }
-  if (settings.method === "nulltext" && (h.steps as unknown[]).length !== settings.steps) fail(`steps has ${(h.steps as unknown[]).length} records for ${settings.steps} steps`);
+  if (METHOD_INFO[settings.method as InversionMethod].lossTrace && (h.steps as unknown[]).length !== settings.steps) fail(`steps has ${(h.steps as unknown[]).length} records for ${settings.steps} steps`);
   const stats = h.stats;
   if (!isObj(stats) || typeof stats.unetForward !== "number" || typeof stats.unetBackward !== "number" || typeof stats.seconds !== "number") {
     fail("stats must have unetForward, unetBackward and seconds");

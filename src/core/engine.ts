@@ -9,11 +9,6 @@ import {
   ARTIFACT_VERSION,
   ArtifactError,
   InversionArtifact,
-  InversionMethod,
-  INNER_LOOPS,
-  InversionSettings,
-  METHODS,
-  NULL_INITS,
   StepRecord,
   checkArtifactMatchesModel,
 } from "./artifact";
@@ -34,6 +29,7 @@ import {
 import { CORE_GRAPHS, GraphName } from "./manifest";
 import { Model, OpenModelOptions } from "./model";
 import { EditSpec, ResolvedEdit, controlTensors } from "./promptToPrompt";
+import { METHOD_INFO, NULL_TEXT_SCHEDULES, SCHEDULE_NAMES, checkInversionSettings, type InversionMethod, type InversionSettings, type ScheduleName } from "./settings";
 
 export class SettingsError extends Error {
   override name = "SettingsError";
@@ -43,20 +39,8 @@ export class PromptError extends Error {
   override name = "PromptError";
 }
 
-/**
- * Named null-text schedules; explicit settings override them.
- * - "paper": docs/design.md §1, the authors' notebook (notebook inner loop from the empty prompt, <= 10 iterations).
- * - "fast": the lean inner loop from the prompt's embedding (NPI-style), <= 3 iterations, half the
- *   early-stop threshold. On 20 held-out shapes-tiny scenes it kept the paper's mean PSNR (34.01 vs
- *   33.84 dB) with 5.9x fewer UNet passes than the reference (bench/results/schedule.md).
- */
-export type ScheduleName = "paper" | "fast";
-export const SCHEDULE_NAMES: ScheduleName[] = ["paper", "fast"];
-type ScheduleFields = Pick<InversionSettings, "innerLoop" | "nullInit" | "innerSteps" | "learningRate" | "earlyStop" | "earlyStopSlope">;
-export const NULL_TEXT_SCHEDULES: Record<ScheduleName, ScheduleFields> = {
-  paper: { innerLoop: "notebook", nullInit: "empty", innerSteps: 10, learningRate: 1e-2, earlyStop: 1e-5, earlyStopSlope: 2e-5 },
-  fast: { innerLoop: "lean", nullInit: "prompt", innerSteps: 3, learningRate: 1e-2, earlyStop: 5e-6, earlyStopSlope: 1e-5 },
-};
+// The schedules and the settings' vocabulary live in ./settings (re-exported for the engine's callers).
+export { NULL_TEXT_SCHEDULES, SCHEDULE_NAMES, type ScheduleName } from "./settings";
 
 export interface InvertRequest {
   imagePath: string;
@@ -129,19 +113,8 @@ export class Engine {
       throw new SettingsError(msg);
     };
     const defined = Object.fromEntries(Object.entries(partial).filter(([, v]) => v !== undefined));
-    const s = { ...this.defaultSettings(schedule), ...defined } as InversionSettings;
-    if (!METHODS.includes(s.method)) fail(`method "${s.method}" is not one of ${METHODS.join(", ")}`);
-    if (!Number.isInteger(s.steps) || s.steps < 1 || s.steps > this.model.manifest.scheduler.num_train_timesteps) {
-      fail(`steps must be an integer from 1 to ${this.model.manifest.scheduler.num_train_timesteps}, got ${s.steps}`);
-    }
-    if (!Number.isFinite(s.guidance) || s.guidance < 1 || s.guidance > 50) fail(`guidance must be a number from 1 to 50, got ${s.guidance}`);
-    if (!Number.isInteger(s.innerSteps) || s.innerSteps < 1 || s.innerSteps > 1000) fail(`inner steps must be an integer from 1 to 1000, got ${s.innerSteps}`);
-    if (!(s.learningRate > 0 && s.learningRate < 10)) fail(`learning rate must be in (0, 10), got ${s.learningRate}`);
-    if (!(s.earlyStop >= 0) || !(s.earlyStopSlope >= 0)) fail("early-stop tolerances must be >= 0");
-    if (s.pairing !== "consistent" && s.pairing !== "notebook") fail(`pairing must be "consistent" or "notebook", got ${s.pairing}`);
-    if (!INNER_LOOPS.includes(s.innerLoop)) fail(`inner loop must be one of ${INNER_LOOPS.join(", ")}, got ${s.innerLoop}`);
-    if (!NULL_INITS.includes(s.nullInit)) fail(`null init must be one of ${NULL_INITS.join(", ")}, got ${s.nullInit}`);
-    return s;
+    const s = { ...this.defaultSettings(schedule), ...defined };
+    return checkInversionSettings(s, fail, this.model.manifest.scheduler.num_train_timesteps);
   }
 
   /** Checks a prompt against the model's tokenizer; returns notes (truncation) or throws a PromptError. */
@@ -162,7 +135,7 @@ export class Engine {
 
   /** Creates the sessions a method needs now, so a first run does not pay for them midway. */
   async prepare(method: InversionMethod = "nulltext"): Promise<void> {
-    const graphs: GraphName[] = [...CORE_GRAPHS, ...(method === "nulltext" ? (["null_text_grad"] as const) : [])];
+    const graphs: GraphName[] = [...CORE_GRAPHS, ...METHOD_INFO[method].extraGraphs];
     await Promise.all(graphs.map((g) => this.model.graph(g)));
   }
 
@@ -171,7 +144,7 @@ export class Engine {
     const settings = this.resolveSettings(request.settings, request.schedule);
     const notes = [...this.model.notes, ...this.checkPrompt(request.prompt)];
     const m = this.model.manifest;
-    if (settings.method === "nulltext") await this.model.graph("null_text_grad"); // fail early if it is missing
+    for (const graph of METHOD_INFO[settings.method].extraGraphs) await this.model.graph(graph); // fail early if one is missing
     const image = await loadImage(request.imagePath, m.image_size, options.signal);
     notes.push(...image.notes);
     const run = new Run(this.model, this.model.scheduler(settings.steps), options);

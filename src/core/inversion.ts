@@ -58,10 +58,8 @@ export class Run {
  *   under the threshold, or the last one allowed) without stepping past it. The gradient graph has already
  *   computed the latent that embedding gives, so no extra UNet pass is needed and no Adam step is wasted.
  */
-export type InnerLoop = "notebook" | "lean";
-
-/** The first step's starting null embedding: the empty prompt's (the paper) or the prompt's own (NPI). */
-export type NullInit = "empty" | "prompt";
+export type { InnerLoop, NullInit } from "./settings";
+import type { InnerLoop, NullInit } from "./settings";
 
 export interface NullTextSettings {
   guidance: number;

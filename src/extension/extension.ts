@@ -5,7 +5,7 @@
  */
 import * as path from "node:path";
 import * as vscode from "vscode";
-import type { InversionMethod } from "../core/artifact";
+import { METHOD_INFO, type InversionMethod } from "../core/settings";
 import { EngineClient } from "../core/engineClient";
 import type { ScheduleName } from "../core/engine";
 import type { Progress } from "../core/inversion";
@@ -218,7 +218,8 @@ async function invertImage(context: vscode.ExtensionContext, host: PanelHost, ur
   try {
     const summary = await exclusive(`Inverting ${path.basename(image.fsPath)}`, (signal, report) => {
       panel = InversionPanel.forRun(context, host, outDir, path.basename(image.fsPath));
-      panel.startRun({ type: "session", title: path.basename(image.fsPath), prompt, method: s.method === "nulltext" ? "null-text" : s.method, totalSteps: s.steps, running: true, editable: false });
+      const method = METHOD_INFO[s.method];
+      panel.startRun({ type: "session", title: path.basename(image.fsPath), prompt, method: method?.label ?? s.method, lossTrace: method?.lossTrace ?? false, totalSteps: s.steps, running: true, editable: false });
       const shown = panel;
       return host.client().invert(job, { signal, onProgress: (p) => { report(p); shown.progress(p); } });
     });

@@ -17,11 +17,11 @@ import type { EditSummary, InvertSummary } from "../core/workerProtocol";
 import { panelHtml } from "./panelHtml";
 import {
   HostToWebview,
-  METHOD_LABELS,
   PanelAttention,
   PanelEdit,
   PanelImage,
   WebviewToHost,
+  methodLabel,
   parseReweight,
   parseWebviewMessage,
   parseWords,
@@ -150,7 +150,7 @@ export class InversionPanel {
     this.panel.title = path.basename(s.artifact);
     const images: PanelImage[] = [this.image("source", "source", s.source, null, false)];
     if (s.ddimReconstruction) images.push(this.image("ddim", "DDIM only", s.ddimReconstruction, s.ddimPsnr, false));
-    images.push(this.image("reconstruction", METHOD_LABELS[s.settings.method] ?? s.settings.method, s.reconstruction, s.psnr, false));
+    images.push(this.image("reconstruction", methodLabel(s.settings.method), s.reconstruction, s.psnr, false));
     void this.post({
       type: "inverted",
       images,
@@ -183,13 +183,13 @@ export class InversionPanel {
     const sourcePng = await encodePng(artifact.source, artifact.dims.imageSize);
     const stem = artifactPath.replace(/\.nti$/, "");
     const exists = (f: string) => fs.stat(f).then((s) => s.isFile(), () => false);
-    const method = METHOD_LABELS[header.settings.method] ?? header.settings.method;
+    const method = methodLabel(header.settings.method);
     const images: PanelImage[] = [{ id: "source", label: "source", uri: `data:image/png;base64,${sourcePng.toString("base64")}`, psnr: null, savable: false }];
     if (await exists(`${stem}.ddim.png`)) images.push(this.image("ddim", "DDIM only", `${stem}.ddim.png`, header.stats.ddimPsnr, false));
     if (await exists(`${stem}.reconstruction.png`)) images.push(this.image("reconstruction", method, `${stem}.reconstruction.png`, header.stats.psnr, false));
     const attention = await readRecord(`${stem}.attention.json`);
     const history = await this.history(artifactPath);
-    await this.post({ type: "session", title: path.basename(artifactPath), prompt: header.prompt, method, totalSteps: header.settings.steps, running: false, editable: true });
+    await this.post({ type: "session", title: path.basename(artifactPath), prompt: header.prompt, method, lossTrace: header.steps.length > 0, totalSteps: header.settings.steps, running: false, editable: true });
     await this.post({
       type: "inverted",
       images,

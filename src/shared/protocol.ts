@@ -5,7 +5,8 @@
  * these shapes, and images are named by ids the host handed out.
  */
 
-export const METHOD_LABELS: Record<string, string> = { nulltext: "null-text", npi: "NPI", direct: "Direct Inversion", ddim: "DDIM" };
+// One vocabulary: method labels and the reweight / blend-word syntax come from the settings module.
+export { methodLabel, parseReweight, parseWords } from "../core/settings";
 export const EDIT_MODE_CHOICES = ["auto", "replace", "refine", "reweight"] as const;
 export type EditModeChoice = (typeof EDIT_MODE_CHOICES)[number];
 
@@ -59,7 +60,8 @@ export interface PanelEdit {
 }
 
 export type HostToWebview =
-  | { type: "session"; title: string; prompt: string; method: string; totalSteps: number; running: boolean; editable: boolean }
+  /** `method` is its label; `lossTrace`: the method records a loss per timestep (the plot is shown). */
+  | { type: "session"; title: string; prompt: string; method: string; lossTrace: boolean; totalSteps: number; running: boolean; editable: boolean }
   | { type: "progress"; phase: string; step: number; total: number; timestep?: number; record?: PanelStep }
   | {
       type: "inverted";
@@ -158,20 +160,4 @@ export function parseWebviewMessage(value: unknown): WebviewToHost | null {
     default:
       return null;
   }
-}
-
-/** "red=3, big=-1" -> {red: 3, big: -1}; throws a one-line Error on a malformed item. */
-export function parseReweight(text: string): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const item of text.split(",").map((s) => s.trim()).filter(Boolean)) {
-    const [word, factor, extra] = item.split("=").map((s) => s.trim());
-    const n = Number(factor);
-    if (!word || factor === undefined || factor === "" || extra !== undefined || !Number.isFinite(n)) throw new Error(`reweight takes word=factor, got "${item}"`);
-    out[word] = n;
-  }
-  return out;
-}
-
-export function parseWords(text: string): string[] {
-  return text.split(/[,\s]+/).map((s) => s.trim()).filter(Boolean);
 }

@@ -127,3 +127,16 @@ test("edit and attention on a saved inversion", async () => {
   assert.equal(bad.code, 1);
   assert.match(bad.stderr.trim(), /^nti: replace swaps words one for one.*use refine$/);
 });
+
+test("the README's usage lines are the ones `nti --help` prints (the usage text is written once)", () => {
+  const help = nti("--help").stdout.replace(/\s+/g, " ");
+  const readme = readFileSync(path.join(ROOT, "README.md"), "utf8");
+  const blocks = [...readme.matchAll(/```\n(nti [\s\S]*?)```/g)].map((m) => m[1]);
+  assert.ok(blocks.length >= 2, "README shows the invert and edit usage");
+  for (const block of blocks) {
+    // each command's usage, joined over its continuation lines
+    for (const usage of block.split(/\n(?=nti )/).map((u) => u.replace(/\s+/g, " ").trim())) {
+      assert.ok(help.includes(usage), `README usage not in nti --help: ${usage}`);
+    }
+  }
+});

@@ -138,7 +138,7 @@ describe("artifacts and saved results", () => {
     tampered.write('\\"method\\":\\"dd1m\\"', at);
     const file = path.join(dir, "tampered.nti");
     writeFileSync(file, tampered);
-    await assert.rejects(readArtifact(file), /settings.method "dd1m" is not one of/);
+    await assert.rejects(readArtifact(file), /settings: method "dd1m" is not one of/);
   });
 
   test("an artifact made with another model is refused, naming both", async () => {

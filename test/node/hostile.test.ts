@@ -397,8 +397,8 @@ describe("12. header values checked like the CLI's flags", () => {
     return encodeArtifact(a);
   };
   test("guidance -50 and 1e30 are refused", () => {
-    assert.throws(() => decodeArtifact(withHeader((a) => (a.header.settings.guidance = -50))), /settings.guidance -50 is not a number in 1..50/);
-    assert.throws(() => decodeArtifact(withHeader((a) => (a.header.settings.guidance = 1e30))), /settings.guidance 1e\+30 is not a number in 1..50/);
+    assert.throws(() => decodeArtifact(withHeader((a) => (a.header.settings.guidance = -50))), /settings: guidance must be a number from 1 to 50, got -50/);
+    assert.throws(() => decodeArtifact(withHeader((a) => (a.header.settings.guidance = 1e30))), /settings: guidance must be a number from 1 to 50, got 1e\+30/);
   });
 
   test("an unknown word in the header's prompt, and a wrong token dimension, name the file", async () => {

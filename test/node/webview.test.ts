@@ -139,7 +139,7 @@ const setField = (id: string, value: string) => page.evaluate(`document.getEleme
 
 test("the loss plot grows one point per finished timestep while the inversion runs", async () => {
   const h = inverted as Extract<HostToWebview, { type: "inverted" }>;
-  await send({ type: "session", title: "two-shapes.png", prompt: "a blue circle and a green square on a gray background", method: "null-text", totalSteps: 25, running: true, editable: false });
+  await send({ type: "session", title: "two-shapes.png", prompt: "a blue circle and a green square on a gray background", method: "null-text", lossTrace: true, totalSteps: 25, running: true, editable: false });
   for (const [i, record] of h.steps.slice(0, 7).entries()) {
     await send({ type: "progress", phase: "optimize", step: i + 1, total: 25, timestep: record.timestep, record });
   }
@@ -271,7 +271,7 @@ test("accessibility: axe-core finds no serious or critical violation, and every 
 });
 
 test("a run that fails after an inversion leaves nothing of it: no attention, no edit form, no history, no reveal", async () => {
-  await send({ type: "session", title: "other.png", prompt: "a red circle", method: "null-text", totalSteps: 25, running: true, editable: false });
+  await send({ type: "session", title: "other.png", prompt: "a red circle", method: "null-text", lossTrace: true, totalSteps: 25, running: true, editable: false });
   await send({ type: "failed", message: "other.png: not an image", scope: "run" });
   assert.equal(await page.locator("figure").count(), 0);
   assert.equal(await page.locator(".word").count(), 0);
@@ -279,7 +279,7 @@ test("a run that fails after an inversion leaves nothing of it: no attention, no
   assert.ok(await page.locator(".edits").isHidden(), "the history is hidden");
   assert.ok(await page.locator("vscode-button", { hasText: "Reveal artifact" }).isHidden());
   // an edit error stays only until the next success
-  await send({ type: "session", title: "two-shapes.png", prompt: "a blue circle and a green square on a gray background", method: "null-text", totalSteps: 25, running: false, editable: true });
+  await send({ type: "session", title: "two-shapes.png", prompt: "a blue circle and a green square on a gray background", method: "null-text", lossTrace: true, totalSteps: 25, running: false, editable: true });
   await send(inverted);
   await send({ type: "failed", message: "Edit failed: unknown word", scope: "edit" });
   assert.match(await page.locator(".edit-form .error").innerText(), /unknown word/);
