@@ -9,7 +9,6 @@ import {
   ARTIFACT_VERSION,
   ArtifactError,
   InversionArtifact,
-  StepRecord,
   checkArtifactMatchesModel,
 } from "./artifact";
 import { editSample, resolveEdit } from "./edit";
@@ -19,15 +18,14 @@ import {
   RunOptions,
   ddimInversion,
   decodeLatents,
-  directOffsets,
   encodeImage,
   encodePrompts,
-  nullTextOptimization,
   rowAt,
   sample,
 } from "./inversion";
 import { CORE_GRAPHS, GraphName } from "./manifest";
 import { Model, OpenModelOptions } from "./model";
+import { METHOD_IMPLEMENTATIONS } from "./methods";
 import { EditSpec, ResolvedEdit, controlTensors } from "./promptToPrompt";
 import { METHOD_INFO, NULL_TEXT_SCHEDULES, SCHEDULE_NAMES, checkInversionSettings, type InversionMethod, type InversionSettings, type ScheduleName } from "./settings";
 
@@ -155,20 +153,11 @@ export class Engine {
     const pivots = await ddimInversion(run, z0, cond, settings.pairing);
     const zT = pivots[pivots.length - 1];
 
-    let nullEmbeddings: Float32Array = uncond;
-    let offsets: Float32Array[] | undefined;
-    let records: StepRecord[] = [];
-    let reconstructed: Float32Array | undefined;
-    if (settings.method === "nulltext") {
-      const nt = await nullTextOptimization(run, pivots, cond, uncond, settings);
-      nullEmbeddings = stack(nt.nullEmbeddings);
-      records = nt.records;
-      reconstructed = nt.reconstruction; // sampling again with the same embeddings would retrace it
-    } else if (settings.method === "npi") {
-      nullEmbeddings = cond;
-    } else if (settings.method === "direct") {
-      offsets = await directOffsets(run, pivots, cond, uncond, settings.guidance);
-    }
+    const out = await METHOD_IMPLEMENTATIONS[settings.method].invert({ run, pivots, cond, uncond, settings });
+    const nullEmbeddings = stack(out.nullEmbeddings);
+    const offsets = out.offsets;
+    const records = out.records;
+    const reconstructed = out.reconstruction;
     const rowLength = this.model.embeddingLength;
     const latents = [reconstructed ?? (await sample(run, zT, cond, (i) => rowAt(nullEmbeddings, rowLength, i), settings.guidance, offsets))];
     const compare = (request.compareWithDdim ?? true) && settings.method !== "ddim";
