@@ -6,6 +6,7 @@ import argparse
 import json
 import resource
 import sys
+import time
 from pathlib import Path
 
 
@@ -17,6 +18,28 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing folder")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+
+def regenerate_all_fixtures() -> int:
+    """Every fixture the node tests read, in dependency order: the tiny model and its parity fixtures first
+    (the edit and schedule fixtures start from its stored pivots), then the scheduler's and the tokenizers'."""
+    from . import edit_fixtures, schedule_fixtures, scheduler_fixtures, tokenizer_fixtures
+    from .fixtures import write
+
+    if not Path("test/fixtures").is_dir():
+        raise SystemExit("run from the repository root (test/fixtures/ not found)")
+    steps = [
+        ("test/fixtures/tiny (model and parity)", lambda: write(Path("test/fixtures/tiny"), "tiny", 0)),
+        ("test/fixtures/tiny (edits)", edit_fixtures.main),
+        ("test/fixtures/tiny (null-text schedules)", schedule_fixtures.main),
+        ("test/fixtures/scheduler.json", scheduler_fixtures.main),
+        ("test/fixtures/tokenizer", tokenizer_fixtures.main),
+    ]
+    for name, run in steps:
+        started = time.perf_counter()
+        run()
+        print(f"wrote {name} ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p_fix.add_argument("--out", required=True, type=Path)
     p_fix.add_argument("--config", default="tiny", choices=["tiny", "sd15-256", "sd15", "sd21"])
     p_fix.add_argument("--seed", type=int, default=0)
+    sub.add_parser("fixtures-all", help="regenerate every committed fixture of the engine's tests, in place (run from the repository root)")
     p_time = sub.add_parser("time", help="onnxruntime CPU time of one UNet forward and one gradient call")
     p_time.add_argument("--model", required=True, type=Path)
     p_time.add_argument("--repeats", type=int, default=3)
@@ -48,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{args.model}: no nti.json (not a model folder written by the exporter)")
         print(json.dumps(time_model(args.model, args.repeats, args.threads), indent=2))
         return 0
+
+    if args.command == "fixtures-all":
+        return regenerate_all_fixtures()
 
     if args.command == "fixtures":
         from .fixtures import write

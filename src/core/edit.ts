@@ -120,7 +120,19 @@ export async function editSample(
     const offset = offsets?.[i];
     if (offset) for (let q = 0; q < latentLength; q++) latents[q] += offset[q]; // the source branch only
     if (i + 1 > blendFrom) {
-      mask = localBlend(latents, k, c, h, control.blendTokens ? mapSum : null, r, T, control.blendTokens, edit.blendThreshold, userMask, edit.userMaskMode) ?? mask;
+      mask =
+        localBlend(latents, {
+          batch: k,
+          channels: c,
+          size: h,
+          mapSum: control.blendTokens ? mapSum : null,
+          mapResolution: r,
+          tokens: T,
+          blendTokens: control.blendTokens,
+          threshold: edit.blendThreshold,
+          userMask,
+          userMaskMode: edit.userMaskMode,
+        }) ?? mask;
     }
     run.progress({ phase: "edit", step: i + 1, total: steps, timestep: t });
   }

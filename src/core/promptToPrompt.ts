@@ -209,19 +209,26 @@ export function stepFlags(edit: ResolvedEdit, i: number, steps: number): { cross
  * returns the mask [K, h, w] (row 0 the source's own) after applying it to `latents` [K, C, h, w] in place:
  * outside the mask every edit branch is reset to the source branch.
  */
-export function localBlend(
-  latents: Float32Array,
-  k: number,
-  channels: number,
-  size: number,
-  mapSum: Float32Array | null,
-  mapResolution: number,
-  tokens: number,
-  blendTokens: Float32Array | null,
-  threshold: number,
-  userMask: Float32Array | null,
-  userMaskMode: "union" | "replace",
-): Float32Array | null {
+export interface LocalBlendOptions {
+  /** K: prompts in the batch (row 0 the source). */
+  batch: number;
+  /** Latent channels C and side h = w. */
+  channels: number;
+  size: number;
+  /** Running sum of the attention maps [K, r, r, T], or null when no word blends. */
+  mapSum: Float32Array | null;
+  mapResolution: number;
+  tokens: number;
+  /** Per prompt and token, 1 where the token is a blend word [K, T]. */
+  blendTokens: Float32Array | null;
+  threshold: number;
+  /** A painted mask at latent size, added to the word mask or replacing it. */
+  userMask: Float32Array | null;
+  userMaskMode: "union" | "replace";
+}
+
+export function localBlend(latents: Float32Array, options: LocalBlendOptions): Float32Array | null {
+  const { batch: k, channels, size, mapSum, mapResolution, tokens, blendTokens, threshold, userMask, userMaskMode } = options;
   const plane = size * size;
   let mask: Float32Array | null = null;
   if (blendTokens && mapSum && !(userMask && userMaskMode === "replace")) {

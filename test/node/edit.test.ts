@@ -62,7 +62,7 @@ describe("edits vs the reference (tiny random model)", () => {
     const edit = resolveEdit(fx.meta.prompt, { prompts: ["a blue circle on a white background"], blendWords: ["circle"] });
     const control = controlTensors(tok, edit);
     const x = Float32Array.from(extraF32("blend_x_in"));
-    const mask = localBlend(x, 2, 4, 16, extraF32("blend_store_sum"), 8, 77, control.blendTokens, 0.3, null, "union")!;
+    const mask = localBlend(x, { batch: 2, channels: 4, size: 16, mapSum: extraF32("blend_store_sum"), mapResolution: 8, tokens: 77, blendTokens: control.blendTokens, threshold: 0.3, userMask: null, userMaskMode: "union" })!;
     const expectedMask = extraF32("blend_mask");
     assert.deepEqual(Array.from(mask.subarray(256)), Array.from(expectedMask));
     const fraction = expectedMask.reduce((a, b) => a + b, 0) / 256;

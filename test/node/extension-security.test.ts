@@ -1,4 +1,4 @@
-/** The extension's security declarations: the panel's CSP and the package manifest. */
+/** The extension's security surface: the panel's CSP, and what package.json lets run (activation, trust, commands, settings). */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
