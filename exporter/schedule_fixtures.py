@@ -60,7 +60,7 @@ def main(out: Path = OUT) -> None:
     save_file({k: v.detach().contiguous().float() for k, v in tensors.items()}, str(out / "schedule_fixtures.safetensors"))
     (out / "schedule_fixtures.json").write_text(json.dumps(info, indent=1) + "\n")
     for name, v in info["variants"].items():
-        print(name, "iterations", [len(l) for l in v["losses"]], "forward", v["unet_forward"], "backward", v["unet_backward"])
+        print(name, "iterations", [len(losses) for losses in v["losses"]], "forward", v["unet_forward"], "backward", v["unet_backward"])
 
 
 if __name__ == "__main__":

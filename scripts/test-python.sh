@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 PYTHON="$(bash scripts/python-env.sh)"
 # Extra arguments (-q, -x, -k ...) keep the slow cases out unless they choose their own marker (-m).
 case " $* " in *" -m "*) ;; *) set -- -m "not slow" "$@" ;; esac
+# the linter first: pyflakes' and pycodestyle's error rules (ruff's defaults)
+"$PYTHON" -m ruff check --quiet exporter
 exec "$PYTHON" -m pytest exporter/tests -q -p no:cacheprovider "$@"

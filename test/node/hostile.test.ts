@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import * as path from "node:path";
@@ -308,7 +308,7 @@ describe("8. model folder paths stay inside the folder and are all hashed", () =
         const target = path.join(d, "tokenizer/tokenizer.json");
         const outside = f("outside-tokenizer.json");
         cpSync(target, outside);
-        require("node:fs").rmSync(target);
+        rmSync(target);
         symlinkSync(outside, target);
       },
       /tokenizer.json resolves to .*outside-tokenizer.json, outside the model folder .*: refused/,

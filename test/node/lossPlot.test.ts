@@ -217,6 +217,8 @@ test("the module works bundled by esbuild into one CommonJS file", async (t) => 
     external: ["sharp"],
     logLevel: "silent",
   });
+  // the bundle as the CLI ships it: CommonJS, loaded the way node loads dist/cli.js
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const bundled = require(outfile) as typeof import("../../src/cli/lossPlot");
   const written = await bundled.writeLossPlot(synthetic(), path.join(outDir, "bundled.png"));
   assert.equal((await sharp(written.png).metadata()).width, PLOT_WIDTH * PNG_SCALE);
