@@ -230,8 +230,11 @@ async function invertImage(context: vscode.ExtensionContext, host: PanelHost, ur
     panel?.showInversion(summary, outDir, image.fsPath);
     const poor = summary.psnr !== null && summary.psnr < POOR_RECONSTRUCTION_DB;
     const text = `Inverted ${path.basename(image.fsPath)}: PSNR ${fmt(summary.psnr)} (DDIM only ${fmt(summary.ddimPsnr)})`;
-    const show = poor ? vscode.window.showWarningMessage : vscode.window.showInformationMessage;
-    void show(poor ? `${text}: a poor reconstruction (below ${POOR_RECONSTRUCTION_DB} dB); edits will not look like the image. Check that the prompt describes it.` : text, "Open Reconstruction", "Reveal Output").then((choice) => {
+    const actions = ["Open Reconstruction", "Reveal Output"];
+    const shown = poor
+      ? vscode.window.showWarningMessage(`${text}: a poor reconstruction (below ${POOR_RECONSTRUCTION_DB} dB); edits will not look like the image. Check that the prompt describes it.`, ...actions)
+      : vscode.window.showInformationMessage(text, ...actions);
+    void shown.then((choice) => {
       if (choice === "Open Reconstruction") void vscode.commands.executeCommand("vscode.open", vscode.Uri.file(summary.reconstruction));
       if (choice === "Reveal Output") void reveal(summary.artifact);
     });

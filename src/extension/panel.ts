@@ -81,7 +81,10 @@ export class InversionPanel {
       else void this.handle(message);
     });
     InversionPanel.open.push(this);
-    panel.onDidDispose(() => InversionPanel.open.splice(InversionPanel.open.indexOf(this), 1));
+    panel.onDidDispose(() => {
+      const at = InversionPanel.open.indexOf(this);
+      if (at >= 0) InversionPanel.open.splice(at, 1);
+    });
   }
 
   /**
