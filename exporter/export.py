@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .manifest_schema import check_manifest
 from . import grad_graph, graphs, onnx_io
 from .configs import Components
 from .tokenizer import describe as describe_tokenizer
@@ -147,6 +148,7 @@ def _export_into(c: Components, out: Path, *, opset: int, fp16: bool, skip_grad:
                                   map_resolution=module.map_resolution, map_layers=module.map_layers,
                                   self_injected_layers=module.self_injected_layers,
                                   timings=progress.timings)
+        check_manifest(manifest)  # the schema the engine reads it with
         tmp = out / "nti.json.tmp"
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         tmp.rename(out / "nti.json")

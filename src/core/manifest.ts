@@ -2,6 +2,9 @@
  * The model folder's `nti.json` (docs/design.md §2): its types and a validator that names the first thing wrong.
  */
 import { posix } from "node:path";
+import Ajv from "ajv/dist/2020";
+import type { ErrorObject } from "ajv";
+import manifestSchema from "../../schemas/nti-model.schema.json";
 import type { PredictionType, SchedulerConfig } from "./scheduler";
 
 export const MANIFEST_FORMAT = "nti-model";
@@ -75,123 +78,105 @@ export class ManifestError extends Error {
   override name = "ManifestError";
 }
 
-/** Checks the parsed nti.json; throws a ManifestError naming the field and what is wrong with it. */
+const ajv = new Ajv({ allErrors: false, strict: true, strictRequired: false, allowUnionTypes: true });
+const checkSchema = ajv.compile(manifestSchema);
+
+/**
+ * Checks the parsed nti.json against schemas/nti-model.schema.json (the one schema of the manifest, which
+ * the exporter also checks before it writes), then what a schema cannot say: checks across fields. Throws
+ * a ManifestError naming the field and what is wrong with it, in one line.
+ */
 export function validateManifest(value: unknown, where = "nti.json"): Manifest {
   const fail = (msg: string): never => {
     throw new ManifestError(`${where}: ${msg}`);
   };
   if (!isObject(value)) fail("is not a JSON object");
   const m = value as Record<string, unknown>;
+  // first, with messages of their own: what no other check means anything without
   if (m.format !== MANIFEST_FORMAT) fail(`format is ${JSON.stringify(m.format)}, expected "${MANIFEST_FORMAT}"`);
   if (m.format_version !== MANIFEST_VERSION) {
     fail(`format_version ${JSON.stringify(m.format_version)} is not supported (this engine reads version ${MANIFEST_VERSION}); re-export the model or update the extension`);
   }
-  const num = (obj: Record<string, unknown>, key: string, path: string, opts: { int?: boolean; min?: number; max?: number; above?: number } = {}) => {
-    const v = obj[key];
-    if (typeof v !== "number" || !Number.isFinite(v)) fail(`${path}${key} must be a number, got ${JSON.stringify(v)}`);
-    if (opts.int && !Number.isInteger(v)) fail(`${path}${key} must be an integer, got ${v}`);
-    if (opts.min !== undefined && (v as number) < opts.min) fail(`${path}${key} must be >= ${opts.min}, got ${v}`);
-    if (opts.above !== undefined && (v as number) <= opts.above) fail(`${path}${key} must be > ${opts.above}, got ${v}`);
-    if (opts.max !== undefined && (v as number) > opts.max) fail(`${path}${key} must be <= ${opts.max}, got ${v}`);
-    return v as number;
-  };
-  const str = (obj: Record<string, unknown>, key: string, path: string) => {
-    if (typeof obj[key] !== "string") fail(`${path}${key} must be a string, got ${JSON.stringify(obj[key])}`);
-    return obj[key] as string;
-  };
-  const obj = (o: Record<string, unknown>, key: string, path: string) => {
-    if (!isObject(o[key])) fail(`${path}${key} is missing or not an object`);
-    return o[key] as Record<string, unknown>;
-  };
-  str(m, "name", "");
-  if (m.prediction_type !== "epsilon" && m.prediction_type !== "v_prediction") {
-    fail(`prediction_type ${JSON.stringify(m.prediction_type)} is not "epsilon" or "v_prediction"`);
+  if (!checkSchema(value)) fail(schemaMessage(checkSchema.errors?.[0], value));
+  const manifest = value as unknown as Manifest;
+  const sched = manifest.scheduler;
+  const tok = manifest.tokenizer;
+  const att = manifest.attention;
+  const above = (path: string, v: number, min: number) => v < min && fail(`${path} must be >= ${min}, got ${v}`);
+  const below = (path: string, v: number, max: number) => v > max && fail(`${path} must be <= ${max}, got ${v}`);
+  if (manifest.image_size !== manifest.latent_size * manifest.latent_factor) {
+    fail(`image_size ${manifest.image_size} is not latent_size ${manifest.latent_size} x latent_factor ${manifest.latent_factor}`);
   }
-  // Ranges wide enough for any Stable-Diffusion-style model, narrow enough that a typo cannot ask for
-  // gigabytes or divide by zero.
-  num(m, "image_size", "", { int: true, min: 8, max: 4096 });
-  num(m, "latent_channels", "", { int: true, min: 1, max: 64 });
-  num(m, "latent_factor", "", { int: true, min: 1, max: 64 });
-  num(m, "latent_size", "", { int: true, min: 1, max: 512 });
-  num(m, "text_hidden_size", "", { int: true, min: 1, max: 16384 });
-  if ((m.image_size as number) !== (m.latent_size as number) * (m.latent_factor as number)) {
-    fail(`image_size ${m.image_size} is not latent_size ${m.latent_size} x latent_factor ${m.latent_factor}`);
+  above("scheduler.beta_end", sched.beta_end, sched.beta_start);
+  below("scheduler.steps_offset", sched.steps_offset, sched.num_train_timesteps);
+  if (sched.prediction_type !== undefined && sched.prediction_type !== manifest.prediction_type) {
+    fail(`scheduler.prediction_type ${JSON.stringify(sched.prediction_type)} disagrees with prediction_type ${JSON.stringify(manifest.prediction_type)}`);
   }
-  num(m, "vae_scaling_factor", "", { above: 0, max: 1000 });
-  if (m.vae_shift_factor !== null && m.vae_shift_factor !== undefined) num(m, "vae_shift_factor", "", { min: -1000, max: 1000 });
-  const sched = obj(m, "scheduler", "");
-  num(sched, "num_train_timesteps", "scheduler.", { int: true, min: 1, max: 100_000 });
-  const betaStart = num(sched, "beta_start", "scheduler.", { above: 0, max: 1 });
-  num(sched, "beta_end", "scheduler.", { min: betaStart, max: 1 });
-  if (!["scaled_linear", "linear", "squaredcos_cap_v2"].includes(str(sched, "beta_schedule", "scheduler."))) {
-    fail(`scheduler.beta_schedule ${JSON.stringify(sched.beta_schedule)} is not "scaled_linear", "linear" or "squaredcos_cap_v2"`);
-  }
-  num(sched, "steps_offset", "scheduler.", { int: true, min: 0, max: sched.num_train_timesteps as number });
-  if (typeof sched.set_alpha_to_one !== "boolean") fail("scheduler.set_alpha_to_one must be true or false");
-  if (sched.prediction_type !== undefined && sched.prediction_type !== m.prediction_type) {
-    fail(`scheduler.prediction_type ${JSON.stringify(sched.prediction_type)} disagrees with prediction_type ${JSON.stringify(m.prediction_type)}`);
-  }
-  const tok = obj(m, "tokenizer", "");
-  str(tok, "file", "tokenizer.");
-  const maxLength = num(tok, "max_length", "tokenizer.", { int: true, min: 2, max: 1024 });
-  for (const k of ["bos_token_id", "eos_token_id", "pad_token_id"]) num(tok, k, "tokenizer.", { int: true, min: 0, max: 10_000_000 });
-  const att = obj(m, "attention", "");
-  num(att, "map_resolution", "attention.", { int: true, min: 1, max: m.latent_size as number });
-  num(att, "map_layers", "attention.", { int: true, min: 1, max: 1024 });
-  num(att, "self_injection_layers", "attention.", { int: true, min: 0, max: 1024 });
-  num(att, "tokens", "attention.", { int: true, min: maxLength, max: maxLength });
-  const defaults = obj(m, "defaults", "");
-  num(defaults, "inference_steps", "defaults.", { int: true, min: 1, max: sched.num_train_timesteps as number });
-  num(defaults, "guidance_scale", "defaults.", { min: 1, max: 50 });
-  num(defaults, "inner_steps", "defaults.", { int: true, min: 1, max: 1000 });
-  const graphs = obj(m, "graphs", "");
-  for (const name of Object.keys(REQUIRED_IO) as GraphName[]) {
-    const g = graphs[name];
-    if (g === undefined) {
-      if (CORE_GRAPHS.includes(name)) fail(`graphs.${name} is missing`);
-      continue;
-    }
-    if (!isObject(g)) fail(`graphs.${name} is not an object`);
-    const entry = g as Record<string, unknown>;
-    str(entry, "file", `graphs.${name}.`);
-    if (entry.external_data !== null && entry.external_data !== undefined) str(entry, "external_data", `graphs.${name}.`);
+  below("attention.map_resolution", att.map_resolution, manifest.latent_size);
+  above("attention.tokens", att.tokens, tok.max_length);
+  below("attention.tokens", att.tokens, tok.max_length);
+  below("defaults.inference_steps", manifest.defaults.inference_steps, sched.num_train_timesteps);
+  for (const [name, entry] of Object.entries(manifest.graphs) as [GraphName, GraphEntry][]) {
+    const required = REQUIRED_IO[name];
+    if (!required) continue; // a graph this engine does not use
     for (const side of ["inputs", "outputs"] as const) {
-      const list = entry[side];
-      if (!Array.isArray(list)) fail(`graphs.${name}.${side} is not a list`);
-      for (const [i, io] of (list as unknown[]).entries()) {
-        if (!isObject(io) || typeof io.name !== "string" || typeof io.dtype !== "string" || !Array.isArray(io.shape)) {
-          fail(`graphs.${name}.${side}[${i}] needs name, dtype and shape`);
-        }
-      }
-      const names = (list as GraphIo[]).map((io) => io.name);
-      for (const needed of REQUIRED_IO[name][side]) {
+      const names = entry[side].map((io) => io.name);
+      for (const needed of required[side]) {
         if (!names.includes(needed)) fail(`graphs.${name} does not declare ${side === "inputs" ? "input" : "output"} "${needed}" (declares: ${names.join(", ") || "none"})`);
       }
     }
   }
-  const files = obj(m, "files", "");
-  for (const [file, info] of Object.entries(files)) {
-    const problem = relativePathProblem(file);
-    if (problem) fail(`files["${file}"]: ${problem}`);
-    if (!isObject(info) || typeof info.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(info.sha256) || typeof info.bytes !== "number") {
-      fail(`files["${file}"] needs a sha256 (64 hex digits) and bytes`);
+  // Every file the engine opens must be listed with its hash (the schema has made each path a plain relative one).
+  const used: [string, string][] = [["tokenizer.file", tok.file]];
+  for (const [name, g] of Object.entries(manifest.graphs) as [string, GraphEntry][]) {
+    used.push([`graphs.${name}.file`, g.file]);
+    if (typeof g.external_data === "string") used.push([`graphs.${name}.external_data`, posix.join(posix.dirname(g.file), g.external_data)]);
+  }
+  for (const [whereUsed, file] of used) {
+    if (!(file in manifest.files)) fail(`${whereUsed} "${file}" is not listed in files with its sha256: re-export the model`);
+  }
+  return manifest;
+}
+
+const TYPE_NAMES: Record<string, string> = { number: "a number", integer: "an integer", string: "a string", object: "an object", array: "a list", boolean: "true or false", null: "null" };
+
+/** One line from the schema's first error: the field as dotted path, what it must be, what it is. */
+function schemaMessage(error: ErrorObject | null | undefined, root: unknown): string {
+  if (!error) return "does not match the manifest schema";
+  const parts = error.instancePath.split("/").slice(1).map((p) => p.replace(/~1/g, "/").replace(/~0/g, "~"));
+  const value = parts.reduce<unknown>((o, k) => (isObject(o) ? o[k] : Array.isArray(o) ? o[Number(k)] : undefined), root);
+  const field = parts.reduce((acc, k) => (/^\d+$/.test(k) ? `${acc}[${k}]` : acc === "files" ? `files["${k}"]` : acc ? `${acc}.${k}` : k), "");
+  const got = `got ${JSON.stringify(value)}`;
+  const p = error.params as Record<string, unknown>;
+  if (error.propertyName !== undefined) return `${field}["${error.propertyName}"]: ${relativePathProblem(error.propertyName) ?? "is not a plain relative path"}`;
+  switch (error.keyword) {
+    case "required":
+      return `${field ? `${field}.` : ""}${p.missingProperty} is missing`;
+    case "type": {
+      const types = String(p.type).split(",").map((t) => TYPE_NAMES[t] ?? t);
+      return `${field} must be ${types.join(" or ")}, ${got}`;
     }
+    case "minimum":
+      return `${field} must be >= ${p.limit}, ${got}`;
+    case "maximum":
+      return `${field} must be <= ${p.limit}, ${got}`;
+    case "exclusiveMinimum":
+      return `${field} must be > ${p.limit}, ${got}`;
+    case "enum":
+      return `${field} ${JSON.stringify(value)} is not one of ${(p.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(", ")}`;
+    case "const":
+      return `${field} must be ${JSON.stringify(p.allowedValue)}, ${got}`;
+    case "propertyNames":
+      return `${field}["${p.propertyName}"]: ${relativePathProblem(String(p.propertyName)) ?? "is not a plain relative path"}`;
+    case "pattern":
+      if (field.endsWith(".sha256")) return `${field.replace(/\.sha256$/, "")} needs a sha256 of 64 hex digits, ${got}`;
+      if (field.endsWith(".external_data")) return `${field} "${value}" must be a file name beside the graph`;
+      return `${field} "${value}": ${relativePathProblem(String(value)) ?? "is not a plain relative path inside the model folder"}`;
+    case "anyOf":
+      return `${field} must be ${field.endsWith("unk_token_id") ? "a token id or null" : "a file name beside the graph, or null"}, ${got}`;
+    default:
+      return `${field || "the manifest"} ${error.message ?? "is not valid"}, ${got}`;
   }
-  // Every file the engine opens must lie inside the folder and be listed with its hash.
-  const used: [string, string][] = [["tokenizer.file", tok.file as string]];
-  for (const [name, g] of Object.entries(graphs) as [string, Record<string, unknown>][]) {
-    used.push([`graphs.${name}.file`, g.file as string]);
-    if (typeof g.external_data === "string") {
-      if (g.external_data.includes("/") || g.external_data.includes("\\")) fail(`graphs.${name}.external_data "${g.external_data}" must be a file name beside the graph`);
-      used.push([`graphs.${name}.external_data`, posix.join(posix.dirname(g.file as string), g.external_data)]);
-    }
-  }
-  for (const [where, file] of used) {
-    const problem = relativePathProblem(file);
-    if (problem) fail(`${where} "${file}": ${problem}`);
-    if (!(file in files)) fail(`${where} "${file}" is not listed in files with its sha256: re-export the model`);
-  }
-  return value as Manifest;
 }
 
 /** Why a manifest path is not a plain relative path inside the model folder, or null. */

@@ -1,0 +1,35 @@
+"""The one schema of nti.json: the shipped and fixture manifests match it, and the broken ones the engine
+refuses are refused here too, before the exporter would write them."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from exporter.manifest_schema import check_manifest
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = [ROOT / "models/shapes-tiny/nti.json", ROOT / "test/fixtures/tiny/model/nti.json"]
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.parent.name)
+def test_shipped_manifests_match_the_schema(path):
+    check_manifest(json.loads(path.read_text()))
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda m: m["scheduler"].update(beta_start=-1), "scheduler.beta_start"),
+    (lambda m: m.update(vae_scaling_factor=0), "vae_scaling_factor"),
+    (lambda m: m["attention"].update(map_resolution=0), "attention.map_resolution"),
+    (lambda m: m["tokenizer"].update(max_length=50_000_000), "tokenizer.max_length"),
+    (lambda m: m["graphs"]["unet"].update(file="../tiny/unet/model.onnx"), "graphs.unet.file"),
+    (lambda m: m["tokenizer"].update(file="/etc/passwd"), "tokenizer.file"),
+    (lambda m: m["graphs"].pop("unet"), "graphs"),
+    (lambda m: m.update(format_version=2), "format_version"),
+])
+def test_broken_manifests_are_refused_naming_the_field(change, field):
+    manifest = copy.deepcopy(json.loads(MANIFESTS[1].read_text()))
+    change(manifest)
+    with pytest.raises(ValueError, match=f"nti.json: {field.replace('.', '[.]')}:"):
+        check_manifest(manifest)
