@@ -120,8 +120,9 @@ export class Engine {
     if (prompt.trim().length === 0) throw new PromptError("the prompt is empty: describe the image, e.g. \"a red circle on a white background\"");
     const encoded = this.model.tokenizer.encode(prompt);
     if (encoded.unknownWords.length) {
+      const known = this.model.tokenizer.knownWords();
       throw new PromptError(
-        `model "${this.model.id}" does not know the word${encoded.unknownWords.length > 1 ? "s" : ""} ${encoded.unknownWords.map((w: string) => `"${w}"`).join(", ")} (its vocabulary is word-level)`,
+        `model "${this.model.id}" does not know the word${encoded.unknownWords.length > 1 ? "s" : ""} ${encoded.unknownWords.map((w: string) => `"${w}"`).join(", ")} (its vocabulary is word-level${known ? `; it knows: ${known.join(", ")}` : ""})`,
       );
     }
     if (encoded.truncated) {

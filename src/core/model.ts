@@ -62,16 +62,9 @@ export class Model {
       throw error;
     }
     await checkFiles(root, manifest, options.verifyHashes ?? true);
-    const tokenizerDir = path.join(root, path.dirname(manifest.tokenizer.file));
     let tokenizer: PromptTokenizer;
     try {
-      tokenizer = await PromptTokenizer.fromFolder(tokenizerDir, {
-        maxLength: manifest.tokenizer.max_length,
-        bosTokenId: manifest.tokenizer.bos_token_id,
-        eosTokenId: manifest.tokenizer.eos_token_id,
-        padTokenId: manifest.tokenizer.pad_token_id,
-        unkTokenId: manifest.tokenizer.unk_token_id ?? undefined,
-      });
+      tokenizer = await PromptTokenizer.forModel(root, manifest);
     } catch (error) {
       throw new ModelError(firstLine(error));
     }

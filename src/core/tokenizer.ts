@@ -14,6 +14,7 @@
 
 import { stat } from "node:fs/promises";
 import { MAX_BYTES, readRegularFile } from "./files";
+import type { Manifest } from "./manifest";
 import path from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 
@@ -342,6 +343,18 @@ export class PromptTokenizer {
     this.lowercases = lowercases;
   }
 
+  /** The tokenizer of a model folder, as its (validated) nti.json describes it. */
+  static forModel(root: string, manifest: Pick<Manifest, "tokenizer">): Promise<PromptTokenizer> {
+    const t = manifest.tokenizer;
+    return PromptTokenizer.fromFolder(path.join(root, path.dirname(t.file)), {
+      maxLength: t.max_length,
+      bosTokenId: t.bos_token_id,
+      eosTokenId: t.eos_token_id,
+      padTokenId: t.pad_token_id,
+      unkTokenId: t.unk_token_id ?? undefined,
+    });
+  }
+
   static async fromFolder(tokenizerDir: string, spec?: Partial<TokenizerSpec>): Promise<PromptTokenizer> {
     const { tokenizerJson, config, namedTokens, maxLengthFromFiles } = await loadFolder(tokenizerDir);
     let tokenizer: LibraryTokenizer;
@@ -413,6 +426,21 @@ export class PromptTokenizer {
       unknownWord.push(token);
     });
     return { ids, tokens, unknownWord };
+  }
+
+  /**
+   * The words of a small word-level vocabulary (special tokens left out), sorted; null for a vocabulary of
+   * more than `limit` entries (a BPE vocabulary spells any word, so listing it would help nobody).
+   */
+  knownWords(limit = 300): string[] | null {
+    const words: string[] = [];
+    for (let id = 0; ; id++) {
+      const token = this.tokenizer.id_to_token(id);
+      if (token === undefined || token === null) break;
+      if (id >= limit) return null;
+      if (!/^<\|.*\|>$/.test(token) && !/^\[[A-Z]+\]$/.test(token)) words.push(token);
+    }
+    return words.sort();
   }
 
   private tokenText(id: number): string {

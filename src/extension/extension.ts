@@ -145,6 +145,28 @@ function settings() {
 }
 
 /**
+ * A check of the prompt box against the model's vocabulary as one types: for a word-level model, the words
+ * it does not know and the words it does. Undefined when the tokenizer cannot be read here (the engine then
+ * names the problem when it runs).
+ */
+async function vocabularyCheck(modelDir: string): Promise<((prompt: string) => string | undefined) | undefined> {
+  try {
+    // the tokenizer only: no ONNX Runtime in the extension host
+    const [{ PromptTokenizer }, { validateManifest }, { readRegularFile, MAX_BYTES }] = await Promise.all([import("../core/tokenizer"), import("../core/manifest"), import("../core/files")]);
+    const manifest = validateManifest(JSON.parse((await readRegularFile(path.join(modelDir, "nti.json"), MAX_BYTES.json)).toString("utf8")));
+    const tokenizer = await PromptTokenizer.forModel(modelDir, manifest);
+    const known = tokenizer.knownWords();
+    return (prompt) => {
+      const unknown = tokenizer.encode(prompt).unknownWords;
+      if (!unknown.length) return undefined;
+      return `The model does not know ${unknown.map((w) => `"${w}"`).join(", ")}${known ? `. It knows: ${known.join(", ")}` : ""}`;
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Where results go: the configured folder, relative to the image's workspace folder, else to the first
  * workspace folder (an image from elsewhere never gets an output folder beside it), else beside the image
  * when no folder is open at all.
@@ -171,18 +193,6 @@ async function invertImage(context: vscode.ExtensionContext, host: PanelHost, ur
     void vscode.window.showErrorMessage(`Null-text Inversion inverts PNG, JPEG or WebP files on disk; ${image.toString()} is not one.`);
     return undefined;
   }
-  const promptKey = `prompt:${image.fsPath}`;
-  const prompt =
-    options?.prompt ??
-    (await vscode.window.showInputBox({
-      title: `Invert ${path.basename(image.fsPath)}`,
-      prompt: "Describe the image",
-      value: options?.suggestedPrompt ?? context.workspaceState.get<string>(promptKey, ""),
-      validateInput: (v) => (v.trim() ? undefined : "The prompt is empty"),
-    }));
-  if (prompt === undefined) return undefined;
-  await context.workspaceState.update(promptKey, prompt);
-  const s = settings();
   let modelDir: string;
   try {
     modelDir = await modelFolder(context.extensionPath);
@@ -190,6 +200,20 @@ async function invertImage(context: vscode.ExtensionContext, host: PanelHost, ur
     void vscode.window.showErrorMessage((error as Error).message);
     return undefined;
   }
+  const promptKey = `prompt:${image.fsPath}`;
+  const checkWords = options?.prompt === undefined ? await vocabularyCheck(modelDir) : undefined;
+  const prompt =
+    options?.prompt ??
+    (await vscode.window.showInputBox({
+      title: `Invert ${path.basename(image.fsPath)}`,
+      prompt: "Describe the image",
+      placeHolder: "what the image shows, e.g. a red circle on a white background",
+      value: options?.suggestedPrompt ?? context.workspaceState.get<string>(promptKey, ""),
+      validateInput: (v) => (v.trim() ? checkWords?.(v) : "The prompt is empty"),
+    }));
+  if (prompt === undefined) return undefined;
+  await context.workspaceState.update(promptKey, prompt);
+  const s = settings();
   const outDir = outputFolder(image, s.outputFolder);
   const job = {
     modelDir,
