@@ -117,11 +117,6 @@ export class EditForm {
     this.element.addEventListener("submit", (e) => e.preventDefault());
   }
 
-  /** Painted cells of the mask (for the webview tests). */
-  get paintedCells(): number {
-    return this.mask ? this.mask.reduce((n, v) => n + (v > 0 ? 1 : 0), 0) : -this.side - 1;
-  }
-
   /** A new inversion: the form forgets the previous image's prompt, mask and error. */
   reset(prompt: string): void {
     this.prompt.value = prompt;

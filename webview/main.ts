@@ -302,7 +302,6 @@ window.addEventListener("message", (event: MessageEvent<HostToWebview>) => {
   attentionWord: () => attention.shown?.token ?? null,
   chartTextColour: () => chart.textColour,
   sourceUri: () => sourceUri,
-  paintedCells: () => form.paintedCells,
 };
 
 post({ type: "ready" });
