@@ -156,6 +156,13 @@ def _export_into(c: Components, out: Path, *, opset: int, fp16: bool, skip_grad:
     return manifest
 
 
+def model_family(c: Components) -> str:
+    """How prompts condition the UNet (src/core/families.ts): SD 2.x's OpenCLIP ViT-H gives 1024-wide states
+    with linear projections in the UNet; everything else exported here conditions as SD 1.x does."""
+    config = c.unet.config
+    return "sd2" if config.cross_attention_dim == 1024 and getattr(config, "use_linear_projection", False) else "sd1"
+
+
 def build_manifest(c: Components, out: Path, *, prediction_type: str, opset: int, fp16: bool, map_resolution: int,
                    map_layers: int, self_injected_layers: int, timings: dict[str, float]) -> dict:
     import diffusers
@@ -186,6 +193,7 @@ def build_manifest(c: Components, out: Path, *, prediction_type: str, opset: int
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "name": c.model_name,
+        "family": model_family(c),
         "source": c.source,
         "licence": c.licence,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -33,3 +33,20 @@ def test_broken_manifests_are_refused_naming_the_field(change, field):
     change(manifest)
     with pytest.raises(ValueError, match=f"nti.json: {field.replace('.', '[.]')}:"):
         check_manifest(manifest)
+
+
+def test_the_family_written_is_sd2_only_for_sd2s_conditioning():
+    from types import SimpleNamespace
+
+    from exporter.export import model_family
+
+    def family(**config):
+        return model_family(SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(**config))))
+
+    assert family(cross_attention_dim=768, use_linear_projection=False) == "sd1"  # SD 1.x
+    assert family(cross_attention_dim=1024, use_linear_projection=True) == "sd2"  # SD 2.x
+    assert family(cross_attention_dim=32) == "sd1"  # the tiny and shapes configs
+    manifest = json.loads(MANIFESTS[1].read_text())
+    check_manifest({**manifest, "family": "sd2"})
+    with pytest.raises(ValueError, match="nti.json: family:"):
+        check_manifest({**manifest, "family": "sdxl"})

@@ -5,7 +5,7 @@
  * reports progress and honours an AbortSignal between graph calls.
  */
 import { Adam } from "./adam";
-import { f32, i64, scalar, timestepFeed } from "./backend";
+import { f32, scalar, timestepFeed } from "./backend";
 import type { StepRecord } from "./artifact";
 import { rgbToModelInput } from "./image";
 import type { Model } from "./model";
@@ -73,14 +73,9 @@ export interface NullTextSettings {
 
 // ---- encoders -----------------------------------------------------------------------------------------
 
-/** Prompt embeddings [B, 77, D] for B prompts. */
+/** The conditioning of B prompts, stacked (for SD 1.x/2.x the text encoder's states [B, 77, D]): the model's family decides. */
 export async function encodePrompts(run: Run, prompts: string[]): Promise<Float32Array> {
-  run.checkAborted();
-  const { model } = run;
-  const ids = model.tokenizer.encodeBatch(prompts);
-  const graph = await model.graph("text_encoder");
-  const out = await graph.run({ input_ids: i64(ids, [prompts.length, model.manifest.tokenizer.max_length]) });
-  return out.last_hidden_state;
+  return run.model.family.encode(run, prompts);
 }
 
 /** uint8 HWC image at model size -> scaled latent from the VAE encoder's mean. */

@@ -5,6 +5,7 @@ import { posix } from "node:path";
 import Ajv from "ajv/dist/2020";
 import type { ErrorObject } from "ajv";
 import manifestSchema from "../../schemas/nti-model.schema.json";
+import type { FamilyId } from "./families";
 import type { PredictionType, SchedulerConfig } from "./scheduler";
 
 export const MANIFEST_FORMAT = "nti-model";
@@ -30,6 +31,8 @@ export interface Manifest {
   format: string;
   format_version: number;
   name: string;
+  /** How prompts condition the UNet (src/core/families.ts); absent in folders exported before it: "sd1". */
+  family?: FamilyId;
   source: string;
   licence: string;
   prediction_type: PredictionType;

@@ -8,6 +8,7 @@ import { createReadStream, promises as fs } from "node:fs";
 import { availableParallelism } from "node:os";
 import * as path from "node:path";
 import { BackendOptions, GraphSession, RunStats, firstLine } from "./backend";
+import { DEFAULT_FAMILY, FAMILIES, type ModelFamily } from "./families";
 import { FileReadError, MAX_BYTES, readRegularFile } from "./files";
 import { GraphEntry, GraphName, Manifest, ManifestError, validateManifest } from "./manifest";
 import { DdimScheduler } from "./scheduler";
@@ -96,9 +97,14 @@ export class Model {
     return c * h * w;
   }
 
-  /** Length of one prompt embedding [1, 77, D]. */
+  /** The model family: how prompts become the UNet's conditioning (src/core/families.ts). */
+  get family(): ModelFamily {
+    return FAMILIES[this.manifest.family ?? DEFAULT_FAMILY];
+  }
+
+  /** Length of one prompt's conditioning (one null embedding), [1, 77, D] for SD 1.x/2.x. */
   get embeddingLength(): number {
-    return this.manifest.tokenizer.max_length * this.manifest.text_hidden_size;
+    return this.family.conditioningLength(this);
   }
 
   has(name: GraphName): boolean {
