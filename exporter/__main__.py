@@ -23,7 +23,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def regenerate_all_fixtures() -> int:
     """Every fixture the node tests read, in dependency order: the tiny model and its parity fixtures first
     (the edit and schedule fixtures start from its stored pivots), then the scheduler's and the tokenizers'."""
-    from . import edit_fixtures, schedule_fixtures, scheduler_fixtures, tokenizer_fixtures
+    from . import edict_fixtures, edit_fixtures, schedule_fixtures, scheduler_fixtures, tokenizer_fixtures
     from .fixtures import write
 
     if not Path("test/fixtures").is_dir():
@@ -32,6 +32,7 @@ def regenerate_all_fixtures() -> int:
         ("test/fixtures/tiny (model and parity)", lambda: write(Path("test/fixtures/tiny"), "tiny", 0)),
         ("test/fixtures/tiny (edits)", edit_fixtures.main),
         ("test/fixtures/tiny (null-text schedules)", schedule_fixtures.main),
+        ("test/fixtures/tiny (EDICT)", edict_fixtures.main),
         ("test/fixtures/scheduler.json", scheduler_fixtures.main),
         ("test/fixtures/tokenizer", tokenizer_fixtures.main),
     ]

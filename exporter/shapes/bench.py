@@ -26,8 +26,8 @@ from ..reference import psnr
 from . import scenes as S
 
 EDIT_TYPES = ("colour", "shape", "background")
-METHODS = ("ddim", "npi", "direct", "nulltext")
-METHOD_NAMES = {"ddim": "DDIM only", "npi": "NPI", "direct": "Direct Inversion", "nulltext": "Null-text"}
+METHODS = ("ddim", "npi", "direct", "nulltext", "edict")
+METHOD_NAMES = {"ddim": "DDIM only", "npi": "NPI", "direct": "Direct Inversion", "nulltext": "Null-text", "edict": "EDICT"}
 
 
 def _changed_index(a: S.Scene, b: S.Scene) -> int:

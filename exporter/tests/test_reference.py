@@ -196,3 +196,23 @@ def test_the_trajectory_bounds_still_catch_real_defects(tiny, defect, settings, 
     err = float((got - want).abs().max() / want.abs().max())
     print(f"{defect}: {err:.2e} against the bound {bound:g}")
     assert err > 5 * bound, f"{defect} gives {err:.2e}, within 5x of the bound {bound:g}"
+
+
+def test_edict_generation_undoes_its_inversion():
+    """EDICT (Wallace et al.): generation from the inverted pair returns to z_0 up to float rounding, which
+    the inversion's divisions amplify (docs in exporter/edict_fixtures.py); a wrong mixing weight does not."""
+    import torch
+
+    from exporter.configs import build_random
+    from exporter.reference import Reference, Settings
+
+    ref = Reference(build_random("tiny", 0), Settings(steps=10, guidance=3.0))
+    torch.manual_seed(0)
+    z0 = torch.randn(1, 4, 16, 16)
+    cond, uncond = ref.encode_prompts(["a red circle on a white background", ""]).chunk(2)
+    x_t, y_t = ref.edict_inversion(z0, cond, uncond)
+    x_0, _ = ref.edict_sample(x_t, y_t, cond, uncond)
+    right = float((x_0 - z0).abs().max() / z0.abs().max())
+    assert right < 1e-2
+    wrong, _ = ref.edict_sample(x_t, y_t, cond, uncond, p=0.9)
+    assert float((wrong - z0).abs().max() / z0.abs().max()) > 5 * right

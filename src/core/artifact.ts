@@ -47,6 +47,8 @@ export interface InversionArtifact {
   directOffsets: Float32Array | null;
   /** The preprocessed source, uint8 [size, size, 3]. */
   source: Uint8Array;
+  /** A second latent [1, C, h, w] for methods that couple two (EDICT's y_T); null or absent otherwise. */
+  coupledLatent?: Float32Array | null;
   dims: { latent: [number, number, number, number]; tokens: number; hidden: number; imageSize: number };
   /** The file it was read from, for messages. */
   file?: string;
@@ -64,6 +66,7 @@ export function encodeArtifact(a: InversionArtifact): Uint8Array {
     null_embeddings: { dtype: "F32", shape: [n, tokens, hidden], data: a.nullEmbeddings },
     source: { dtype: "U8", shape: [imageSize, imageSize, 3], data: a.source },
   };
+  if (a.coupledLatent) tensors.coupled_latent = { dtype: "F32", shape: [...latent], data: a.coupledLatent };
   if (a.directOffsets) {
     tensors.direct_offsets = { dtype: "F32", shape: [a.header.settings.steps, latent[1], latent[2], latent[3]], data: a.directOffsets };
   }
@@ -119,7 +122,13 @@ export function decodeArtifact(bytes: Uint8Array): InversionArtifact {
     if (o.shape[0] !== steps || o.shape.slice(1).join() !== z.shape.slice(1).join()) fail(`direct_offsets has shape [${o.shape}], expected [${steps}, ${z.shape.slice(1)}]`);
     offsets = o.data as Float32Array;
   }
-  for (const [name, t] of [["z_T", z.data], ["null_embeddings", nulls.data], ["direct_offsets", offsets]] as const) {
+  let coupled: Float32Array | null = null;
+  if (method.coupledLatent) {
+    const c = tensor("coupled_latent", "F32", 4);
+    if (c.shape.join() !== z.shape.join()) fail(`coupled_latent has shape [${c.shape}], expected [${z.shape}]`);
+    coupled = c.data as Float32Array;
+  }
+  for (const [name, t] of [["z_T", z.data], ["null_embeddings", nulls.data], ["direct_offsets", offsets], ["coupled_latent", coupled]] as const) {
     const at = t ? firstNonFinite(t as Float32Array) : -1;
     if (at >= 0) fail(`tensor ${name} holds ${(t as Float32Array)[at]} at index ${at}: the inversion is damaged; re-invert the image`);
   }
@@ -128,6 +137,7 @@ export function decodeArtifact(bytes: Uint8Array): InversionArtifact {
     zT: z.data as Float32Array,
     nullEmbeddings: nulls.data as Float32Array,
     directOffsets: offsets,
+    coupledLatent: coupled,
     source: source.data as Uint8Array,
     dims: { latent: z.shape as [number, number, number, number], tokens: nulls.shape[1], hidden: nulls.shape[2], imageSize: source.shape[0] },
   };

@@ -151,18 +151,19 @@ export class Engine {
     const [cond, uncond] = splitRows(await encodePrompts(run, [request.prompt, ""]), 2);
     const z0 = await encodeImage(run, image.rgb);
     run.progress({ phase: "encode", step: 1, total: 1 });
-    const pivots = await ddimInversion(run, z0, cond, settings.pairing);
-    const zT = pivots[pivots.length - 1];
-
+    const info = METHOD_INFO[settings.method];
+    const pivots = info.pivots ? await ddimInversion(run, z0, cond, settings.pairing) : [z0];
     const out = await METHOD_IMPLEMENTATIONS[settings.method].invert({ run, pivots, cond, uncond, settings });
+    const zT = out.zT ?? pivots[pivots.length - 1];
     const nullEmbeddings = stack(out.nullEmbeddings);
     const offsets = out.offsets;
     const records = out.records;
     const reconstructed = out.reconstruction;
     const rowLength = this.model.embeddingLength;
     const latents = [reconstructed ?? (await sample(run, zT, cond, (i) => rowAt(nullEmbeddings, rowLength, i), settings.guidance, offsets))];
-    const compare = (request.compareWithDdim ?? true) && settings.method !== "ddim";
-    if (compare) latents.push(await sample(run, zT, cond, () => uncond, settings.guidance, undefined, "compare"));
+    // DDIM only, from the last pivot: for the methods that start from the pivots (and are not DDIM itself)
+    const compare = (request.compareWithDdim ?? true) && info.pivots && settings.method !== "ddim";
+    if (compare) latents.push(await sample(run, pivots[pivots.length - 1], cond, () => uncond, settings.guidance, undefined, "compare"));
     run.progress({ phase: "decode", step: 0, total: 1 });
     const images = await decodeLatents(run, stack(latents), latents.length);
     run.progress({ phase: "decode", step: 1, total: 1 });
@@ -192,6 +193,7 @@ export class Engine {
       zT,
       nullEmbeddings,
       directOffsets: offsets ? stack(offsets) : null,
+      coupledLatent: out.coupledLatent ?? null,
       source: image.rgb,
       dims: { latent: this.model.latentDims, tokens: m.tokenizer.max_length, hidden: m.text_hidden_size, imageSize: m.image_size },
     };
@@ -204,20 +206,72 @@ export class Engine {
     const s = artifact.header.settings;
     const run = new Run(this.model, this.model.scheduler(s.steps), options);
     const [cond] = splitRows(await encodePrompts(run, [artifact.header.prompt]), 1);
-    const rowLength = this.model.embeddingLength;
-    const offsets = this.stepOffsets(artifact);
-    const latent = await sample(run, artifact.zT, cond, (i) => rowAt(artifact.nullEmbeddings, rowLength, i), s.guidance, offsets);
+    const [latent] = await this.generate(run, artifact, cond);
     const image = modelOutputToRgb(await decodeLatents(run, latent), this.model.manifest.image_size);
     return { image, psnr: psnr(image, artifact.source) };
   }
 
+  /**
+   * The artifact's generation for each prompt's conditioning (stacked): the method's own sampler where it
+   * has one (EDICT), else guided DDIM with the stored null embeddings (and Direct Inversion's offsets).
+   */
+  private async generate(run: Run, artifact: InversionArtifact, conds: Float32Array): Promise<Float32Array[]> {
+    const s = artifact.header.settings;
+    const rowLength = this.model.embeddingLength;
+    const nulls = (i: number) => rowAt(artifact.nullEmbeddings, rowLength, i);
+    const own = METHOD_IMPLEMENTATIONS[s.method].sample;
+    if (own) return own({ run, zT: artifact.zT, coupledLatent: artifact.coupledLatent ?? null, conds, uncond: nulls(0), guidance: s.guidance });
+    const offsets = this.stepOffsets(artifact);
+    const latents: Float32Array[] = [];
+    for (const cond of splitRows(conds, conds.length / rowLength)) latents.push(await sample(run, artifact.zT, cond, nulls, s.guidance, offsets));
+    return latents;
+  }
+
   /** Prompt-to-Prompt edit of an inversion: [source, ...edited prompts] through the control UNet. */
   async edit(artifact: InversionArtifact, spec: EditSpec, options: RunOptions = {}): Promise<EditResult> {
+    if (!METHOD_INFO[artifact.header.settings.method].promptToPrompt) return this.generatedEdit(artifact, spec, options);
     return this.controlled(artifact, resolveEdit(artifact.header.prompt, spec), spec, options);
+  }
+
+  /**
+   * An edit of a method that has its own sampler and no attention control (EDICT): each prompt generated
+   * from the stored latents, as the method's paper edits. No attention maps, no blend mask.
+   */
+  private async generatedEdit(artifact: InversionArtifact, spec: EditSpec, options: RunOptions): Promise<EditResult> {
+    const started = performance.now();
+    this.checkArtifact(artifact);
+    const edit = resolveEdit(artifact.header.prompt, spec);
+    const label = METHOD_INFO[artifact.header.settings.method].label;
+    const notes = [...this.model.notes, ...edit.prompts.slice(1).flatMap((p) => this.checkPrompt(p))];
+    notes.push(`${label} edits generate with the edited prompt from the stored latents (the method's own editing): Prompt-to-Prompt's attention control, blend words and masks do not apply`);
+    const m = this.model.manifest;
+    const run = new Run(this.model, this.model.scheduler(artifact.header.settings.steps), options);
+    const latents = stack(await this.generate(run, artifact, await encodePrompts(run, edit.prompts)));
+    const k = edit.prompts.length;
+    const decoded = await decodeLatents(run, latents, k);
+    const images = Array.from({ length: k }, (_, b) => modelOutputToRgb(decoded, m.image_size, b));
+    const r = m.attention.map_resolution;
+    return {
+      edit,
+      images,
+      maps: new Float32Array(k * r * r * m.tokenizer.max_length),
+      mapResolution: r,
+      tokens: edit.prompts.map((p) => this.model.tokenizer.encode(p).tokens),
+      mask: null,
+      latents,
+      sourcePsnr: psnr(images[0], artifact.source),
+      source: artifact.source,
+      userMask: false,
+      unetForward: run.unetForward,
+      seconds: (performance.now() - started) / 1000,
+      notes,
+    };
   }
 
   /** The source prompt's cross-attention maps while reconstructing (no edit branch). */
   async attention(artifact: InversionArtifact, options: RunOptions = {}): Promise<EditResult> {
+    const info = METHOD_INFO[artifact.header.settings.method];
+    if (!info.promptToPrompt) throw new SettingsError(`${info.label} inversions have no cross-attention maps: they are generated without the control UNet`);
     const alone = { ...resolveEdit(artifact.header.prompt, { prompts: [artifact.header.prompt] }), prompts: [artifact.header.prompt] };
     return this.controlled(artifact, alone, { prompts: [] }, options);
   }

@@ -11,6 +11,7 @@ import { maskFromPainting } from "./image";
 import type { RunOptions } from "./inversion";
 import type { OpenModelOptions } from "./model";
 import { attentionData, saveEdit, saveInversion } from "./output";
+import { METHOD_INFO } from "./settings";
 import type { EditJob, EditSummary, InvertJob, InvertSummary, WorkerReply, WorkerRequest } from "./workerProtocol";
 
 export function serveEngine(port: MessagePort): void {
@@ -35,7 +36,9 @@ export function serveEngine(port: MessagePort): void {
       { imagePath: job.imagePath, prompt: job.prompt, schedule: job.schedule, settings: job.settings, compareWithDdim: job.compareWithDdim },
       run,
     );
-    const attention = job.withAttention ? attentionData(await engine.attention(result.artifact, run)) : null;
+    // the source prompt's maps come from the control UNet: methods generated without it have none
+    const withMaps = job.withAttention && METHOD_INFO[result.artifact.header.settings.method].promptToPrompt;
+    const attention = withMaps ? attentionData(await engine.attention(result.artifact, run)) : null;
     run.signal?.throwIfAborted();
     const saved = await saveInversion(job.outDir, job.imagePath, result, attention ?? undefined);
     const h = result.artifact.header;

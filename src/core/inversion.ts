@@ -121,7 +121,8 @@ export async function unet(run: Run, latents: Float32Array, t: number, embedding
 }
 
 /** Guided noise for one latent: a batch-2 call [uncond, cond], then u + w (c - u). */
-async function guidedNoise(run: Run, latent: Float32Array, t: number, nullEmbedding: Float32Array, cond: Float32Array, guidance: number) {
+/** The guided noise prediction (classifier-free guidance) at one latent: one batch-2 UNet call. */
+export async function guidedNoise(run: Run, latent: Float32Array, t: number, nullEmbedding: Float32Array, cond: Float32Array, guidance: number) {
   const n = latent.length;
   const both = await unet(run, concat(latent, latent), t, concat(nullEmbedding, cond), 2);
   return guide(both.subarray(0, n), both.subarray(n), guidance);

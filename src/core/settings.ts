@@ -9,7 +9,7 @@ import type { InversionPairing } from "./scheduler";
 /** The graphs beyond the core four that a method may need (names of src/core/manifest.ts GraphName). */
 export type ExtraGraph = "null_text_grad" | "unet_control";
 
-export type InversionMethod = "nulltext" | "npi" | "direct" | "ddim";
+export type InversionMethod = "nulltext" | "npi" | "direct" | "ddim" | "edict";
 
 /** What a method is to the rest of the program (docs/design.md §1). */
 export interface MethodInfo {
@@ -23,13 +23,22 @@ export interface MethodInfo {
   perStepNullEmbeddings: boolean;
   /** Its artifact stores Direct Inversion's per-step latent offsets. */
   directOffsets: boolean;
+  /** It starts from the pivots of DDIM inversion (and so has a DDIM-only comparison). */
+  pivots: boolean;
+  /** Its artifact stores a second, coupled latent (EDICT's y_T). */
+  coupledLatent: boolean;
+  /** Its edits use Prompt-to-Prompt's attention control (and its inversions have attention maps). */
+  promptToPrompt: boolean;
 }
 
+const DDIM_BASED = { pivots: true, coupledLatent: false, promptToPrompt: true };
+
 export const METHOD_INFO: Record<InversionMethod, MethodInfo> = {
-  nulltext: { label: "null-text", extraGraphs: ["null_text_grad"], lossTrace: true, perStepNullEmbeddings: true, directOffsets: false },
-  npi: { label: "NPI", extraGraphs: [], lossTrace: false, perStepNullEmbeddings: false, directOffsets: false },
-  direct: { label: "Direct Inversion", extraGraphs: [], lossTrace: false, perStepNullEmbeddings: false, directOffsets: true },
-  ddim: { label: "DDIM", extraGraphs: [], lossTrace: false, perStepNullEmbeddings: false, directOffsets: false },
+  nulltext: { label: "null-text", extraGraphs: ["null_text_grad"], lossTrace: true, perStepNullEmbeddings: true, directOffsets: false, ...DDIM_BASED },
+  npi: { label: "NPI", extraGraphs: [], lossTrace: false, perStepNullEmbeddings: false, directOffsets: false, ...DDIM_BASED },
+  direct: { label: "Direct Inversion", extraGraphs: [], lossTrace: false, perStepNullEmbeddings: false, directOffsets: true, ...DDIM_BASED },
+  ddim: { label: "DDIM", extraGraphs: [], lossTrace: false, perStepNullEmbeddings: false, directOffsets: false, ...DDIM_BASED },
+  edict: { label: "EDICT", extraGraphs: [], lossTrace: false, perStepNullEmbeddings: false, directOffsets: false, pivots: false, coupledLatent: true, promptToPrompt: false },
 };
 export const METHODS = Object.keys(METHOD_INFO) as InversionMethod[];
 

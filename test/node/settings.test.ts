@@ -13,7 +13,10 @@ const fail = (message: string): never => {
 const valid = { method: "nulltext", steps: 50, guidance: 7.5, pairing: "consistent", ...NULL_TEXT_SCHEDULES.paper };
 
 test("every method has its metadata; only null-text needs the gradient graph and records a loss", () => {
-  assert.deepEqual(METHODS, ["nulltext", "npi", "direct", "ddim"]);
+  assert.deepEqual(METHODS, ["nulltext", "npi", "direct", "ddim", "edict"]);
+  assert.deepEqual(METHODS.filter((m) => !METHOD_INFO[m].pivots), ["edict"]);
+  assert.deepEqual(METHODS.filter((m) => METHOD_INFO[m].coupledLatent), ["edict"]);
+  assert.deepEqual(METHODS.filter((m) => !METHOD_INFO[m].promptToPrompt), ["edict"]);
   assert.deepEqual(METHODS.filter((m) => METHOD_INFO[m].lossTrace), ["nulltext"]);
   assert.deepEqual(METHOD_INFO.nulltext.extraGraphs, ["null_text_grad"]);
   assert.deepEqual(METHODS.filter((m) => METHOD_INFO[m].directOffsets), ["direct"]);
@@ -31,7 +34,7 @@ test("one validator: ranges named in one line, steps capped by the model's times
     [{ innerSteps: 0 }, /inner steps must be an integer from 1 to 1000/],
     [{ learningRate: 0 }, /learning rate must be a number from above 0 to 10, got 0/],
     [{ earlyStop: -1 }, /early-stop tolerance must be a number from 0/],
-    [{ method: "magic" }, /method "magic" is not one of nulltext, npi, direct, ddim/],
+    [{ method: "magic" }, /method "magic" is not one of nulltext, npi, direct, ddim, edict/],
     [{ innerLoop: "fast" }, /inner loop must be one of notebook, lean, got "fast"/],
     [{ pairing: "x" }, /pairing must be one of consistent, notebook, got "x"/],
   ];

@@ -2,9 +2,10 @@
 import type { InversionMethod } from "../settings";
 import { ddim } from "./ddim";
 import { direct } from "./direct";
+import { edict } from "./edict";
 import { npi } from "./npi";
 import { nulltext } from "./nulltext";
 import type { Method } from "./types";
 
-export const METHOD_IMPLEMENTATIONS: Record<InversionMethod, Method> = { nulltext, npi, direct, ddim };
-export type { Method, MethodInput, MethodOutput } from "./types";
+export const METHOD_IMPLEMENTATIONS: Record<InversionMethod, Method> = { nulltext, npi, direct, ddim, edict };
+export type { Method, MethodInput, MethodOutput, SampleInput } from "./types";

@@ -29,8 +29,25 @@ export interface MethodOutput {
   records: StepRecord[];
   /** z_0 when the method computed the reconstruction on the way (sampling again would retrace it). */
   reconstruction?: Float32Array;
+  /** Its own z_T, where it is not the last pivot (EDICT's x_T). */
+  zT?: Float32Array;
+  /** A second latent the artifact stores (METHOD_INFO.coupledLatent: EDICT's y_T). */
+  coupledLatent?: Float32Array;
+}
+
+/** What a method with its own sampler gets: the artifact's latents and each prompt's conditioning. */
+export interface SampleInput {
+  run: Run;
+  zT: Float32Array;
+  coupledLatent: Float32Array | null;
+  /** K prompts' conditioning, stacked. */
+  conds: Float32Array;
+  uncond: Float32Array;
+  guidance: number;
 }
 
 export interface Method {
   invert(input: MethodInput): Promise<MethodOutput>;
+  /** Its own generation from an artifact (one final latent per prompt); absent: guided DDIM with the stored null embeddings. */
+  sample?(input: SampleInput): Promise<Float32Array[]>;
 }
