@@ -48,7 +48,12 @@ async function main(): Promise<void> {
     for (const [row, kind] of KINDS.entries()) {
       const item = set.scenes[picks[row % picks.length]];
       const edit = item.edits.find((e) => e.type === kind)!;
-      const inv = await engine.invert({ imagePath: path.join(work, item.source), prompt: item.prompt, settings: { method: "nulltext" }, compareWithDdim: false });
+      const inv = await engine.invert({
+        imagePath: path.join(work, item.source),
+        prompt: item.prompt,
+        settings: { method: "nulltext" },
+        compareWithDdim: false,
+      });
       const r = await engine.edit(inv.artifact, { prompts: [edit.prompt], mode: "replace", blendWords: edit.blend });
       const source = (await loadImage(path.join(work, item.source), size)).rgb;
       const truth = (await loadImage(path.join(work, edit.truth), size)).rgb;
@@ -76,7 +81,10 @@ async function main(): Promise<void> {
     const composites: OverlayOptions[] = [];
     for (const [i, r] of rows.entries()) {
       for (const [c, rgb] of r.images.entries()) {
-        const input = await sharp(Buffer.from(rgb), { raw: { width: size, height: size, channels: 3 } }).resize(cell, cell, { kernel: "nearest" }).png().toBuffer();
+        const input = await sharp(Buffer.from(rgb), { raw: { width: size, height: size, channels: 3 } })
+          .resize(cell, cell, { kernel: "nearest" })
+          .png()
+          .toBuffer();
         composites.push({ input, left: gap + c * (cell + gap), top: header + i * (cell + rowLabel + gap) + rowLabel });
       }
     }

@@ -77,8 +77,18 @@ const SCHEDULES: Schedule[] = SCHEDULE_NAMES.map((name) => {
     name,
     engineArgs: ["--schedule", name],
     referenceArgs: [
-      "--inner-loop", s.innerLoop, "--null-init", s.nullInit, "--inner-steps", String(s.innerSteps), "--lr", String(s.learningRate),
-      "--early-stop", String(s.earlyStop), "--early-stop-slope", String(s.earlyStopSlope),
+      "--inner-loop",
+      s.innerLoop,
+      "--null-init",
+      s.nullInit,
+      "--inner-steps",
+      String(s.innerSteps),
+      "--lr",
+      String(s.learningRate),
+      "--early-stop",
+      String(s.earlyStop),
+      "--early-stop-slope",
+      String(s.earlyStopSlope),
     ],
   };
 });
@@ -109,7 +119,19 @@ function timed(command: string, args: string[]): { stdout: string; seconds: numb
 function runEngine(m: BenchModel, image: string, schedule: Schedule, work: string): Measured {
   const out = path.join(work, `engine-${schedule.name}`);
   const cli = path.join(ROOT, "dist/cli.js");
-  const { stdout, seconds } = timed(process.execPath, [cli, "invert", image, "--prompt", PROMPT, "--model", m.onnx, "--out", out, "--json", ...schedule.engineArgs]);
+  const { stdout, seconds } = timed(process.execPath, [
+    cli,
+    "invert",
+    image,
+    "--prompt",
+    PROMPT,
+    "--model",
+    m.onnx,
+    "--out",
+    out,
+    "--json",
+    ...schedule.engineArgs,
+  ]);
   const r = JSON.parse(stdout);
   return {
     processSeconds: seconds,
@@ -129,7 +151,17 @@ function runEngine(m: BenchModel, image: string, schedule: Schedule, work: strin
 function runReference(m: BenchModel, image: string, schedule: Schedule, work: string): Measured {
   const reconstruction = path.join(work, `reference-${schedule.name}.png`);
   const { stdout, seconds } = timed(projectPython(), [
-    "-m", "exporter.invert", "--model", m.diffusers, "--image", image, "--prompt", PROMPT, "--save", reconstruction, ...schedule.referenceArgs,
+    "-m",
+    "exporter.invert",
+    "--model",
+    m.diffusers,
+    "--image",
+    image,
+    "--prompt",
+    PROMPT,
+    "--save",
+    reconstruction,
+    ...schedule.referenceArgs,
   ]);
   const r = JSON.parse(stdout.trim().split("\n").pop()!);
   return {

@@ -77,8 +77,16 @@ async function main(): Promise<void> {
   writeFileSync(results, JSON.stringify({ model: engine.model.id, settings, scenes }));
   mkdirSync(values.out!, { recursive: true });
   const table = python([
-    "exporter.shapes.bench", "score", "--set", setDir, "--results", results,
-    "--json", path.join(values.out!, `${values.name}.json`), "--markdown", path.join(values.out!, `${values.name}.md`),
+    "exporter.shapes.bench",
+    "score",
+    "--set",
+    setDir,
+    "--results",
+    results,
+    "--json",
+    path.join(values.out!, `${values.name}.json`),
+    "--markdown",
+    path.join(values.out!, `${values.name}.md`),
   ]);
   process.stdout.write(table);
   if (!values.keep) rmSync(work, { recursive: true, force: true });

@@ -30,7 +30,10 @@ const lean = (nullInit: "empty" | "prompt", innerSteps: number, learningRate = 1
 });
 
 export const SCHEDULES: Schedule[] = [
-  { name: "paper (notebook loop, empty start, 10 inner, lr 0.01)", settings: { method: "nulltext", innerLoop: "notebook", nullInit: "empty", innerSteps: 10, learningRate: 1e-2 } },
+  {
+    name: "paper (notebook loop, empty start, 10 inner, lr 0.01)",
+    settings: { method: "nulltext", innerLoop: "notebook", nullInit: "empty", innerSteps: 10, learningRate: 1e-2 },
+  },
   lean("empty", 10),
   lean("empty", 5),
   lean("empty", 3),
@@ -87,7 +90,12 @@ async function main(): Promise<void> {
   for (const schedule of schedules) {
     const row: Row = { name: schedule.name, settings: schedule.settings, psnr: [], forward: [], backward: [], seconds: [] };
     for (const scene of set.scenes) {
-      const r = await engine.invert({ imagePath: path.join(work, scene.source), prompt: scene.prompt, settings: { ...schedule.settings, steps }, compareWithDdim: false });
+      const r = await engine.invert({
+        imagePath: path.join(work, scene.source),
+        prompt: scene.prompt,
+        settings: { ...schedule.settings, steps },
+        compareWithDdim: false,
+      });
       const h = r.artifact.header;
       row.psnr.push(r.psnr);
       row.forward.push(h.stats.unetForward);
@@ -100,7 +108,9 @@ async function main(): Promise<void> {
       }
     }
     rows.push(row);
-    process.stderr.write(`${schedule.name}: ${fixed(mean(row.psnr))} dB, ${fixed(mean(row.forward), 0)} + ${fixed(mean(row.backward), 0)} passes (${((performance.now() - started) / 1000).toFixed(0)} s)\n`);
+    process.stderr.write(
+      `${schedule.name}: ${fixed(mean(row.psnr))} dB, ${fixed(mean(row.forward), 0)} + ${fixed(mean(row.backward), 0)} passes (${((performance.now() - started) / 1000).toFixed(0)} s)\n`,
+    );
   }
   await engine.close();
   rmSync(work, { recursive: true, force: true });
@@ -144,12 +154,19 @@ async function main(): Promise<void> {
     `\`npm run bench:schedule -- --scenes ${values.scenes}\`, ${new Date().toISOString().slice(0, 10)}, model ${engine.model.id}.`,
     "Every schedule inverts the same images; passes are per inversion (inversion + reconstruction, no DDIM comparison).",
     `The PyTorch reference runs the paper's schedule with ${fixed(mean(paper?.referenceForward ?? [NaN]), 0)} forward + ${fixed(mean(paper?.referenceBackward ?? [NaN]), 0)} backward passes for the same iteration counts; "fewer than reference" divides that by each row's passes.`,
-    best ? `In bold: the cheapest null-text schedule whose mean PSNR is at least the paper schedule's (${fixed(paperPsnr)} dB).` : "No cheaper schedule kept the paper's mean PSNR.",
+    best
+      ? `In bold: the cheapest null-text schedule whose mean PSNR is at least the paper schedule's (${fixed(paperPsnr)} dB).`
+      : "No cheaper schedule kept the paper's mean PSNR.",
     "",
     table,
     "",
   ].join("\n");
-  const files = writeResults(values.out!, values.name!, { model: engine.model.id, scenes: set.scenes.length, steps, referencePasses, best: best?.name ?? null, rows: summary, raw: rows }, md);
+  const files = writeResults(
+    values.out!,
+    values.name!,
+    { model: engine.model.id, scenes: set.scenes.length, steps, referencePasses, best: best?.name ?? null, rows: summary, raw: rows },
+    md,
+  );
   process.stdout.write(md + `\nwrote ${files.md} and ${files.json}\n`);
 }
 

@@ -122,6 +122,6 @@ export class AttentionView {
         ctx.fillRect(x * cell, y * cell, cell, cell);
       }
     }
-    this.caption.textContent = `"${token.token}" (word ${token.position} of the prompt of ${this.owner}): where it attends, ${r}x${r}, averaged over steps, layers and heads; ${(100 * min / Math.max(max, 1e-12)).toFixed(0)}% of its peak where it attends least`;
+    this.caption.textContent = `"${token.token}" (word ${token.position} of the prompt of ${this.owner}): where it attends, ${r}x${r}, averaged over steps, layers and heads; ${((100 * min) / Math.max(max, 1e-12)).toFixed(0)}% of its peak where it attends least`;
   }
 }

@@ -86,7 +86,10 @@ export class EditForm {
     this.brush.className = "brush";
     this.brush.tabIndex = 0;
     this.brush.setAttribute("role", "img");
-    this.brush.setAttribute("aria-label", "mask brush over the source image: drag to paint, Alt-drag to erase; with the keyboard, arrow keys move the brush, Space paints, Delete erases");
+    this.brush.setAttribute(
+      "aria-label",
+      "mask brush over the source image: drag to paint, Alt-drag to erase; with the keyboard, arrow keys move the brush, Space paints, Delete erases",
+    );
     this.brush.addEventListener("keydown", (e) => this.key(e));
     this.brush.addEventListener("focus", () => this.drawBrush());
     this.brush.addEventListener("blur", () => this.drawBrush());

@@ -55,7 +55,12 @@ head.append(status, cancel, reveal);
 const zoom = el("div", undefined, "zoom");
 zoom.setAttribute("role", "radiogroup");
 zoom.setAttribute("aria-label", "image zoom");
-const ZOOMS: [string, string][] = [["fit", "Fit"], ["1", "1:1"], ["4", "4x"], ["8", "8x"]];
+const ZOOMS: [string, string][] = [
+  ["fit", "Fit"],
+  ["1", "1:1"],
+  ["4", "4x"],
+  ["8", "8x"],
+];
 let zoomLevel = "fit";
 for (const [value, label] of ZOOMS) {
   const b = el("button", label, "chip");
@@ -81,7 +86,11 @@ quality.hidden = true;
 const grid = el("div", undefined, "grid");
 const notes = el("div", undefined, "notes");
 const plotTitle = el("h2", "Null-text optimisation: per timestep");
-const plotNote = el("div", "Loss: the mean squared error between the guided DDIM step and the pivot latent of DDIM inversion, after each timestep's inner optimisation of the null embedding.", "status");
+const plotNote = el(
+  "div",
+  "Loss: the mean squared error between the guided DDIM step and the pivot latent of DDIM inversion, after each timestep's inner optimisation of the null embedding.",
+  "status",
+);
 const plot = el("div", undefined, "plot");
 plot.setAttribute("role", "img");
 plot.setAttribute("aria-label", "loss per timestep and inner iterations per timestep");
@@ -115,7 +124,8 @@ function wipe(): void {
 compareSlider.addEventListener("input", wipe);
 function compare(image: PanelImage): void {
   compared = [...compared.filter((i) => i.id !== image.id), image].slice(-2);
-  for (const b of document.querySelectorAll<HTMLElement>("figure [data-compare]")) b.setAttribute("aria-pressed", String(compared.some((i) => i.id === b.dataset.compare)));
+  for (const b of document.querySelectorAll<HTMLElement>("figure [data-compare]"))
+    b.setAttribute("aria-pressed", String(compared.some((i) => i.id === b.dataset.compare)));
   compareSection.hidden = compared.length < 2;
   if (compared.length < 2) return;
   const [left, right] = compared;
@@ -146,7 +156,12 @@ let sourcePrompt = "";
 let sourceUri = "";
 
 function reportRendered(): void {
-  post({ type: "rendered", images: document.querySelectorAll("figure").length, lossPoints: chart.points, attentionWords: document.querySelectorAll(".word").length });
+  post({
+    type: "rendered",
+    images: document.querySelectorAll("figure").length,
+    lossPoints: chart.points,
+    attentionWords: document.querySelectorAll(".word").length,
+  });
 }
 
 function figure(image: PanelImage, extra?: string): HTMLElement {
@@ -211,7 +226,13 @@ function addEdit(edit: PanelEdit): void {
   actions.append(button("Edit again from this", () => form.fill(edit)));
   item.append(el("div", `"${edit.prompt}"`, "edit-prompt"), el("div", params, "status"), row, actions);
   if (outside !== null && outside !== undefined && outside > POOR_EDIT_OUTSIDE_CHANGE) {
-    item.append(el("div", `The edit changed the image outside its blend mask by ${pct(outside)} on average (above ${pct(POOR_EDIT_OUTSIDE_CHANGE)}): it did not keep the rest. Try a lower cross-attention fraction or a blend word.`, "status warning"));
+    item.append(
+      el(
+        "div",
+        `The edit changed the image outside its blend mask by ${pct(outside)} on average (above ${pct(POOR_EDIT_OUTSIDE_CHANGE)}): it did not keep the rest. Try a lower cross-attention fraction or a blend word.`,
+        "status warning",
+      ),
+    );
   }
   history.append(item);
 }
@@ -250,7 +271,8 @@ window.addEventListener("message", (event: MessageEvent<HostToWebview>) => {
       const rec = m.images.find((i) => i.id === "reconstruction");
       const poor = rec && rec.psnr !== null && rec.psnr < POOR_RECONSTRUCTION_DB;
       quality.hidden = !poor;
-      if (poor) quality.textContent = `Poor reconstruction: PSNR ${rec.psnr!.toFixed(2)} dB, below ${POOR_RECONSTRUCTION_DB} dB. Edits start from this reconstruction; check that the prompt describes the image and that the model knows such images.`;
+      if (poor)
+        quality.textContent = `Poor reconstruction: PSNR ${rec.psnr!.toFixed(2)} dB, below ${POOR_RECONSTRUCTION_DB} dB. Edits start from this reconstruction; check that the prompt describes the image and that the model knows such images.`;
       const source = m.images.find((i) => i.id === "source");
       sourceUri = source?.uri ?? "";
       if (source) {

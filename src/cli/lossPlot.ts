@@ -19,9 +19,7 @@ import type { ComposeOption } from "echarts/core";
 import sharp from "sharp";
 import { writeAll } from "../core/output";
 
-type PlotOption = ComposeOption<
-  LineSeriesOption | BarSeriesOption | GridComponentOption | LegendComponentOption | TitleComponentOption
->;
+type PlotOption = ComposeOption<LineSeriesOption | BarSeriesOption | GridComponentOption | LegendComponentOption | TitleComponentOption>;
 
 // Only what the plot uses, so that a bundle carries ~0.5 MB (minified) of ECharts rather than all of it.
 echarts.use([LineChart, BarChart, GridComponent, LegendComponent, TitleComponent, SVGRenderer]);
@@ -107,8 +105,7 @@ function buildOption(input: LossPlotInput, n: number): PlotOption {
   const iters = input.innerIterations.map((v) => (Number.isFinite(v) && v >= 0 ? v : null));
   const every = labelEvery(n);
   // every `every`-th step and the last one; a multiple that would crowd the last label is left out
-  const showLabel = (i: number): boolean =>
-    i === n - 1 || (i % every === 0 && n - 1 - i >= Math.ceil(every / 2));
+  const showLabel = (i: number): boolean => i === n - 1 || (i % every === 0 && n - 1 - i >= Math.ceil(every / 2));
   const nReached = reached.filter(Boolean).length;
   const totalIters = iters.reduce<number>((a, v) => a + (v ?? 0), 0);
   const tFirst = input.timesteps[0];
@@ -374,6 +371,9 @@ export async function writeLossPlot(input: LossPlotInput, pngPath: string): Prom
   const svg = path.resolve(svgPathFor(pngPath));
   const svgText = await renderLossPlotSvg(input);
   const pngBytes = await svgToPng(svgText);
-  await writeAll([[svg, svgText], [png, pngBytes]]); // both or neither
+  await writeAll([
+    [svg, svgText],
+    [png, pngBytes],
+  ]); // both or neither
   return { png, svg };
 }

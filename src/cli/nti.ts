@@ -125,7 +125,9 @@ async function invert(image: string | undefined, values: Values, signal: AbortSi
     const out = await OutputFolder.prepare(values.out ?? "nti-output");
     const bar = values.json ? null : new ProgressBar();
     const { result, saved } = await out.run(async () => {
-      const result = await engine.invert({ imagePath: image, prompt, schedule, settings, compareWithDdim: !values["no-ddim"] }, { signal, onProgress: (p) => bar?.update(p) }).finally(() => bar?.done());
+      const result = await engine
+        .invert({ imagePath: image, prompt, schedule, settings, compareWithDdim: !values["no-ddim"] }, { signal, onProgress: (p) => bar?.update(p) })
+        .finally(() => bar?.done());
       return { result, saved: await saveInversion(out.dir, image, result) };
     });
     const header = result.artifact.header;
@@ -225,21 +227,23 @@ async function edit(artifactPath: string | undefined, values: Values, signal: Ab
     const bar = values.json ? null : new ProgressBar();
     const { result, saved } = await out.run(async () => {
       const userMask = values.mask ? await loadMask(values.mask, engine.model.manifest.latent_size, signal) : undefined;
-      const result = await engine.edit(
-        artifact,
-        {
-          prompts,
-          mode: mode as EditMode | undefined,
-          crossReplaceSteps: numberOption(values.cross, "--cross"),
-          selfReplaceSteps: numberOption(values.self, "--self"),
-          reweight,
-          blendWords,
-          blendThreshold: numberOption(values["blend-threshold"], "--blend-threshold"),
-          userMask,
-          userMaskMode: maskMode as "union" | "replace" | undefined,
-        },
-        { signal, onProgress: (p) => bar?.update(p) },
-      ).finally(() => bar?.done());
+      const result = await engine
+        .edit(
+          artifact,
+          {
+            prompts,
+            mode: mode as EditMode | undefined,
+            crossReplaceSteps: numberOption(values.cross, "--cross"),
+            selfReplaceSteps: numberOption(values.self, "--self"),
+            reweight,
+            blendWords,
+            blendThreshold: numberOption(values["blend-threshold"], "--blend-threshold"),
+            userMask,
+            userMaskMode: maskMode as "union" | "replace" | undefined,
+          },
+          { signal, onProgress: (p) => bar?.update(p) },
+        )
+        .finally(() => bar?.done());
       return { result, saved: await saveEdit(out.dir, artifactPath, result) };
     });
     const summary = {
@@ -315,7 +319,11 @@ class OutputFolder {
  * An artifact, its output folder (beside it unless --out) and the engine of its model: --model, else the
  * model of models.json whose nti.json hash the artifact records. The artifact's own header never chooses.
  */
-async function openForArtifact(artifactPath: string, values: Values, signal: AbortSignal): Promise<{ artifact: InversionArtifact; out: OutputFolder; engine: Engine }> {
+async function openForArtifact(
+  artifactPath: string,
+  values: Values,
+  signal: AbortSignal,
+): Promise<{ artifact: InversionArtifact; out: OutputFolder; engine: Engine }> {
   const artifact = await readArtifact(artifactPath, signal);
   const made = artifact.header.model;
   const known = await knownModels();
@@ -330,8 +338,12 @@ async function openForArtifact(artifactPath: string, values: Values, signal: Abo
     modelDir = match.path;
   } else if ((await manifestSha256(modelDir)) !== made.manifestSha256) {
     const matches = await modelsMatching(known, made.manifestSha256);
-    const hint = matches.length ? `the known model "${matches[0].id}" is that one (--model ${matches[0].path})` : "pass --model with the folder it was made with";
-    throw new UsageError(`${artifactPath} was made with model "${made.id}" (nti.json sha256 ${made.manifestSha256.slice(0, 12)}…), not with the one at ${path.resolve(modelDir)}: ${hint}, or re-invert the image`);
+    const hint = matches.length
+      ? `the known model "${matches[0].id}" is that one (--model ${matches[0].path})`
+      : "pass --model with the folder it was made with";
+    throw new UsageError(
+      `${artifactPath} was made with model "${made.id}" (nti.json sha256 ${made.manifestSha256.slice(0, 12)}…), not with the one at ${path.resolve(modelDir)}: ${hint}, or re-invert the image`,
+    );
   }
   const out = await OutputFolder.prepare(values.out ?? path.dirname(artifactPath));
   const engine = await out.run(() => openEngine(modelDir, values));

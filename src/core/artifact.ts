@@ -75,7 +75,8 @@ export function encodeArtifact(a: InversionArtifact): Uint8Array {
 
 export async function readArtifact(file: string, signal?: AbortSignal): Promise<InversionArtifact> {
   const bytes = await readRegularFile(file, MAX_BYTES.artifact, signal).catch((error: unknown) => {
-    if (error instanceof FileReadError) throw new ArtifactError(`${file}: ${error.code === "ENOTREG" || error.code === "ETOOBIG" ? "the artifact " : ""}${error.message}`);
+    if (error instanceof FileReadError)
+      throw new ArtifactError(`${file}: ${error.code === "ENOTREG" || error.code === "ETOOBIG" ? "the artifact " : ""}${error.message}`);
     throw error;
   });
   try {
@@ -119,7 +120,8 @@ export function decodeArtifact(bytes: Uint8Array): InversionArtifact {
   let offsets: Float32Array | null = null;
   if (method.directOffsets) {
     const o = tensor("direct_offsets", "F32", 4);
-    if (o.shape[0] !== steps || o.shape.slice(1).join() !== z.shape.slice(1).join()) fail(`direct_offsets has shape [${o.shape}], expected [${steps}, ${z.shape.slice(1)}]`);
+    if (o.shape[0] !== steps || o.shape.slice(1).join() !== z.shape.slice(1).join())
+      fail(`direct_offsets has shape [${o.shape}], expected [${steps}, ${z.shape.slice(1)}]`);
     offsets = o.data as Float32Array;
   }
   let coupled: Float32Array | null = null;
@@ -128,7 +130,12 @@ export function decodeArtifact(bytes: Uint8Array): InversionArtifact {
     if (c.shape.join() !== z.shape.join()) fail(`coupled_latent has shape [${c.shape}], expected [${z.shape}]`);
     coupled = c.data as Float32Array;
   }
-  for (const [name, t] of [["z_T", z.data], ["null_embeddings", nulls.data], ["direct_offsets", offsets], ["coupled_latent", coupled]] as const) {
+  for (const [name, t] of [
+    ["z_T", z.data],
+    ["null_embeddings", nulls.data],
+    ["direct_offsets", offsets],
+    ["coupled_latent", coupled],
+  ] as const) {
     const at = t ? firstNonFinite(t as Float32Array) : -1;
     if (at >= 0) fail(`tensor ${name} holds ${(t as Float32Array)[at]} at index ${at}: the inversion is damaged; re-invert the image`);
   }
@@ -166,18 +173,32 @@ function checkHeader(value: unknown, fail: (msg: string) => never): ArtifactHead
   // the ranges the CLI and the settings accept (the engine checks steps against the model's timesteps)
   checkInversionSettings(settings, (message) => fail(`settings: ${message}`));
   const model = h.model;
-  if (!isObj(model) || typeof model.id !== "string" || typeof model.manifestSha256 !== "string" || typeof model.dir !== "string") fail("model must have id, manifestSha256 and dir");
+  if (!isObj(model) || typeof model.id !== "string" || typeof model.manifestSha256 !== "string" || typeof model.dir !== "string")
+    fail("model must have id, manifestSha256 and dir");
   const source = h.source;
-  if (!isObj(source) || typeof source.path !== "string" || typeof source.sha256 !== "string" || typeof source.width !== "number" || typeof source.height !== "number") {
+  if (
+    !isObj(source) ||
+    typeof source.path !== "string" ||
+    typeof source.sha256 !== "string" ||
+    typeof source.width !== "number" ||
+    typeof source.height !== "number"
+  ) {
     fail("source must have path, sha256, width and height");
   }
   if (!Array.isArray(h.steps)) fail("steps is not a list");
   for (const [i, r] of (h.steps as unknown[]).entries()) {
-    if (!isObj(r) || typeof r.timestep !== "number" || typeof r.threshold !== "number" || !Array.isArray(r.losses) || !r.losses.every((x) => typeof x === "number")) {
+    if (
+      !isObj(r) ||
+      typeof r.timestep !== "number" ||
+      typeof r.threshold !== "number" ||
+      !Array.isArray(r.losses) ||
+      !r.losses.every((x) => typeof x === "number")
+    ) {
       fail(`steps[${i}] needs timestep, threshold and losses`);
     }
   }
-  if (METHOD_INFO[settings.method as InversionMethod].lossTrace && (h.steps as unknown[]).length !== settings.steps) fail(`steps has ${(h.steps as unknown[]).length} records for ${settings.steps} steps`);
+  if (METHOD_INFO[settings.method as InversionMethod].lossTrace && (h.steps as unknown[]).length !== settings.steps)
+    fail(`steps has ${(h.steps as unknown[]).length} records for ${settings.steps} steps`);
   const stats = h.stats;
   if (!isObj(stats) || typeof stats.unetForward !== "number" || typeof stats.unetBackward !== "number" || typeof stats.seconds !== "number") {
     fail("stats must have unetForward, unetBackward and seconds");
@@ -199,7 +220,14 @@ export function checkArtifactMatchesModel(artifact: InversionArtifact, model: Mo
   const m = model.manifest;
   const found = `z_T [${artifact.dims.latent.slice(1)}], null_embeddings [${artifact.dims.tokens}, ${artifact.dims.hidden}], source ${artifact.dims.imageSize} px`;
   const wanted = `[${c},${h},${w}], [${m.tokenizer.max_length}, ${m.text_hidden_size}], ${m.image_size} px`;
-  if (c !== ac || h !== ah || w !== aw || artifact.dims.tokens !== m.tokenizer.max_length || artifact.dims.hidden !== m.text_hidden_size || artifact.dims.imageSize !== m.image_size) {
+  if (
+    c !== ac ||
+    h !== ah ||
+    w !== aw ||
+    artifact.dims.tokens !== m.tokenizer.max_length ||
+    artifact.dims.hidden !== m.text_hidden_size ||
+    artifact.dims.imageSize !== m.image_size
+  ) {
     throw new ArtifactError(`${file}: its tensors (${found}) do not fit model "${model.id}" (${wanted}): the file is damaged`);
   }
   if (artifact.header.settings.steps > m.scheduler.num_train_timesteps) {

@@ -22,9 +22,7 @@ export interface TensorInfo {
   shape: (number | string)[];
 }
 
-export type FeedValue =
-  | { type: "float32"; data: Float32Array; dims: readonly number[] }
-  | { type: "int64"; data: BigInt64Array; dims: readonly number[] };
+export type FeedValue = { type: "float32"; data: Float32Array; dims: readonly number[] } | { type: "int64"; data: BigInt64Array; dims: readonly number[] };
 
 export const f32 = (data: Float32Array, dims: readonly number[]): FeedValue => ({ type: "float32", data, dims });
 export const i64 = (data: BigInt64Array, dims: readonly number[]): FeedValue => ({ type: "int64", data, dims });
@@ -102,7 +100,8 @@ export class NonFiniteError extends Error {
  */
 function checkFinite(values: Float32Array, where: string): Float32Array {
   for (let i = 0; i < values.length; i++) {
-    if (!Number.isFinite(values[i])) throw new NonFiniteError(`${where} holds ${values[i]} at index ${i} of ${values.length}: the model or its inputs produced non-finite numbers`);
+    if (!Number.isFinite(values[i]))
+      throw new NonFiniteError(`${where} holds ${values[i]} at index ${i} of ${values.length}: the model or its inputs produced non-finite numbers`);
   }
   return values;
 }
@@ -114,5 +113,10 @@ function toInfo(meta: ort.InferenceSession.ValueMetadata): TensorInfo {
 
 export function firstLine(error: unknown): string {
   const text = error instanceof Error ? error.message : String(error);
-  return text.split("\n").map((s) => s.trim()).find((s) => s.length > 0) ?? "unknown error";
+  return (
+    text
+      .split("\n")
+      .map((s) => s.trim())
+      .find((s) => s.length > 0) ?? "unknown error"
+  );
 }

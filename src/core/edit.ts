@@ -6,16 +6,7 @@
  */
 import { f32, scalar, timestepFeed } from "./backend";
 import { Run } from "./inversion";
-import {
-  ControlTensors,
-  EDIT_MODES,
-  EditError,
-  EditSpec,
-  ResolvedEdit,
-  chooseMode,
-  localBlend,
-  stepFlags,
-} from "./promptToPrompt";
+import { ControlTensors, EDIT_MODES, EditError, EditSpec, ResolvedEdit, chooseMode, localBlend, stepFlags } from "./promptToPrompt";
 import { ddimStep, guide } from "./scheduler";
 
 export function resolveEdit(source: string, spec: EditSpec): ResolvedEdit {
@@ -27,7 +18,8 @@ export function resolveEdit(source: string, spec: EditSpec): ResolvedEdit {
   if (mode === "replace") {
     const n = source.split(" ").length;
     const bad = spec.prompts.find((p) => p.split(" ").length !== n);
-    if (bad !== undefined) throw new EditError(`replace swaps words one for one, but "${bad}" has ${bad.split(" ").length} words and the source ${n}: use refine`);
+    if (bad !== undefined)
+      throw new EditError(`replace swaps words one for one, but "${bad}" has ${bad.split(" ").length} words and the source ${n}: use refine`);
   }
   const fraction = (v: number | undefined, fallback: number, name: string) => {
     const x = v ?? fallback;

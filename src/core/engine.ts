@@ -4,30 +4,23 @@
  * Nothing here touches VS Code; everything is plain data, so it can run in a worker thread.
  */
 import * as path from "node:path";
-import {
-  ARTIFACT_FORMAT,
-  ARTIFACT_VERSION,
-  ArtifactError,
-  InversionArtifact,
-  checkArtifactMatchesModel,
-} from "./artifact";
+import { ARTIFACT_FORMAT, ARTIFACT_VERSION, ArtifactError, InversionArtifact, checkArtifactMatchesModel } from "./artifact";
 import { editSample, resolveEdit } from "./edit";
 import { ImageError, loadImage, modelOutputToRgb, psnr } from "./image";
-import {
-  Run,
-  RunOptions,
-  ddimInversion,
-  decodeLatents,
-  encodeImage,
-  encodePrompts,
-  rowAt,
-  sample,
-} from "./inversion";
+import { Run, RunOptions, ddimInversion, decodeLatents, encodeImage, encodePrompts, rowAt, sample } from "./inversion";
 import { CORE_GRAPHS, GraphName } from "./manifest";
 import { Model, OpenModelOptions } from "./model";
 import { METHOD_IMPLEMENTATIONS } from "./methods";
 import { EditSpec, ResolvedEdit, controlTensors } from "./promptToPrompt";
-import { METHOD_INFO, NULL_TEXT_SCHEDULES, SCHEDULE_NAMES, checkInversionSettings, type InversionMethod, type InversionSettings, type ScheduleName } from "./settings";
+import {
+  METHOD_INFO,
+  NULL_TEXT_SCHEDULES,
+  SCHEDULE_NAMES,
+  checkInversionSettings,
+  type InversionMethod,
+  type InversionSettings,
+  type ScheduleName,
+} from "./settings";
 
 export class SettingsError extends Error {
   override name = "SettingsError";
@@ -117,7 +110,7 @@ export class Engine {
 
   /** Checks a prompt against the model's tokenizer; returns notes (truncation) or throws a PromptError. */
   checkPrompt(prompt: string): string[] {
-    if (prompt.trim().length === 0) throw new PromptError("the prompt is empty: describe the image, e.g. \"a red circle on a white background\"");
+    if (prompt.trim().length === 0) throw new PromptError('the prompt is empty: describe the image, e.g. "a red circle on a white background"');
     const encoded = this.model.tokenizer.encode(prompt);
     if (encoded.unknownWords.length) {
       const known = this.model.tokenizer.knownWords();
@@ -243,7 +236,9 @@ export class Engine {
     const edit = resolveEdit(artifact.header.prompt, spec);
     const label = METHOD_INFO[artifact.header.settings.method].label;
     const notes = [...this.model.notes, ...edit.prompts.slice(1).flatMap((p) => this.checkPrompt(p))];
-    notes.push(`${label} edits generate with the edited prompt from the stored latents (the method's own editing): Prompt-to-Prompt's attention control, blend words and masks do not apply`);
+    notes.push(
+      `${label} edits generate with the edited prompt from the stored latents (the method's own editing): Prompt-to-Prompt's attention control, blend words and masks do not apply`,
+    );
     const m = this.model.manifest;
     const run = new Run(this.model, this.model.scheduler(artifact.header.settings.steps), options);
     const latents = stack(await this.generate(run, artifact, await encodePrompts(run, edit.prompts)));
@@ -291,7 +286,17 @@ export class Engine {
     const conds = await encodePrompts(run, edit.prompts);
     const rowLength = this.model.embeddingLength;
     const offsets = this.stepOffsets(artifact);
-    const result = await editSample(run, edit, control, artifact.zT, conds, (i) => rowAt(artifact.nullEmbeddings, rowLength, i), s.guidance, offsets, spec.userMask ?? null);
+    const result = await editSample(
+      run,
+      edit,
+      control,
+      artifact.zT,
+      conds,
+      (i) => rowAt(artifact.nullEmbeddings, rowLength, i),
+      s.guidance,
+      offsets,
+      spec.userMask ?? null,
+    );
     const k = edit.prompts.length;
     const decoded = await decodeLatents(run, result.latents, k);
     const images = Array.from({ length: k }, (_, b) => modelOutputToRgb(decoded, m.image_size, b));

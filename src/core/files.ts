@@ -157,7 +157,14 @@ export async function reserveStem(dir: string, stem: string, suffixes: string[])
       if ((error as NodeJS.ErrnoException).code === "EEXIST") continue;
       throw error;
     }
-    const taken = await Promise.all(suffixes.map((s) => fs.lstat(path.join(dir, name + s)).then(() => true, () => false)));
+    const taken = await Promise.all(
+      suffixes.map((s) =>
+        fs.lstat(path.join(dir, name + s)).then(
+          () => true,
+          () => false,
+        ),
+      ),
+    );
     if (taken.some(Boolean)) {
       await fs.rm(lock, { force: true });
       continue;
@@ -195,7 +202,12 @@ export async function removeStale(dir: string): Promise<string[]> {
     }
     if (record.host !== HOST_ID || processAlive(record.pid) || !Array.isArray(record.suffixes)) continue;
     const last = record.suffixes[record.suffixes.length - 1];
-    const complete = typeof last === "string" && (await fs.lstat(path.join(dir, lock[1] + last)).then(() => true, () => false));
+    const complete =
+      typeof last === "string" &&
+      (await fs.lstat(path.join(dir, lock[1] + last)).then(
+        () => true,
+        () => false,
+      ));
     for (const suffix of complete ? [] : record.suffixes) {
       if (typeof suffix === "string" && !suffix.includes("/") && !suffix.includes(path.sep)) {
         await fs.rm(path.join(dir, lock[1] + suffix), { recursive: true, force: true });

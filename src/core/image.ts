@@ -40,7 +40,9 @@ export function sniffFormat(bytes: Uint8Array): { raster: true } | { raster: fal
   if (ascii(4, 8) === "ftyp") return { raster: true }; // HEIF, AVIF
   if (starts(0, 0, 0, 0x0c) && (ascii(4, 8) === "jP  " || ascii(4, 8) === "JXL ")) return { raster: true };
   if (starts(0xff, 0x0a)) return { raster: true }; // JPEG XL codestream
-  const head = ascii(0, Math.min(bytes.length, 256)).replace(/^\uFEFF/, "").trimStart();
+  const head = ascii(0, Math.min(bytes.length, 256))
+    .replace(/^\uFEFF/, "")
+    .trimStart();
   if (head.startsWith("%PDF")) return { raster: false, looksLike: "a PDF document" };
   if (/^<(\?xml|svg|!DOCTYPE svg)/i.test(head) || /<svg[\s>]/i.test(head)) return { raster: false, looksLike: "an SVG drawing" };
   if (head.startsWith("<")) return { raster: false, looksLike: "XML or HTML" };
@@ -50,7 +52,8 @@ export function sniffFormat(bytes: Uint8Array): { raster: true } | { raster: fal
 /** Reads an image or mask file: a regular file, at most MAX_BYTES.image, of a raster format. */
 async function readRaster(file: string, what: string, signal?: AbortSignal): Promise<Buffer> {
   const bytes = await readRegularFile(file, MAX_BYTES.image, signal).catch((error: unknown) => {
-    if (error instanceof FileReadError) throw new ImageError(`${file}: ${error.code === "ENOTREG" || error.code === "ETOOBIG" ? `${what} ${error.message}` : error.message}`);
+    if (error instanceof FileReadError)
+      throw new ImageError(`${file}: ${error.code === "ENOTREG" || error.code === "ETOOBIG" ? `${what} ${error.message}` : error.message}`);
     throw error;
   });
   if (bytes.length === 0) throw new ImageError(`${file}: the file is empty`);
@@ -75,7 +78,8 @@ export async function loadImage(file: string, size: number, signal?: AbortSignal
   } catch (error) {
     if (error instanceof ImageError) throw error;
     const message = sharpMessage(error);
-    if (/exceeds pixel limit/i.test(message)) throw new ImageError(`${file}: larger than the ${MAX_INPUT_PIXELS / 1e6} megapixels accepted; scale it down first`);
+    if (/exceeds pixel limit/i.test(message))
+      throw new ImageError(`${file}: larger than the ${MAX_INPUT_PIXELS / 1e6} megapixels accepted; scale it down first`);
     if (/premature end|truncat|corrupt/i.test(message)) throw new ImageError(`${file}: the image is damaged or truncated (${message})`);
     throw new ImageError(`${file}: not an image sharp can read (${message})`);
   }
@@ -129,7 +133,10 @@ function grayToRgb(gray: Uint8Array): Uint8Array {
 
 function sharpMessage(error: unknown): string {
   const text = error instanceof Error ? error.message : String(error);
-  return text.split("\n")[0].replace(/^Input (buffer|file) /, "").trim();
+  return text
+    .split("\n")[0]
+    .replace(/^Input (buffer|file) /, "")
+    .trim();
 }
 
 /** uint8 HWC RGB -> float NCHW in [-1, 1], the VAE encoder's input. */
@@ -157,7 +164,9 @@ export function modelOutputToRgb(image: Float32Array, size: number, index = 0): 
 }
 
 export async function encodePng(rgb: Uint8Array, width: number, height = width): Promise<Buffer> {
-  return sharp(Buffer.from(rgb.buffer, rgb.byteOffset, rgb.length), { raw: { width, height, channels: 3 } }).png().toBuffer();
+  return sharp(Buffer.from(rgb.buffer, rgb.byteOffset, rgb.length), { raw: { width, height, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 /** Writes an RGB image as PNG, atomically. */
@@ -207,7 +216,10 @@ export async function attentionMapPng(map: Float32Array, r: number, size: number
   let max = 0;
   for (const v of map) max = Math.max(max, v);
   const grey = Uint8Array.from(map, (v) => (max > 0 ? Math.round((255 * v) / max) : 0));
-  return sharp(Buffer.from(grey), { raw: { width: r, height: r, channels: 1 } }).resize(size, size, { kernel: "nearest" }).png().toBuffer();
+  return sharp(Buffer.from(grey), { raw: { width: r, height: r, channels: 1 } })
+    .resize(size, size, { kernel: "nearest" })
+    .png()
+    .toBuffer();
 }
 
 /** A mask painted over the model-size source (side x side values in [0, 1]) averaged down to the latent size. */

@@ -259,7 +259,15 @@ export async function directOffsets(run: Run, pivots: Float32Array[], cond: Floa
 // ---- sampling ------------------------------------------------------------------------------------------
 
 /** One guided DDIM sampling step i from `latent`, with the null embedding of that step. */
-export async function sampleStep(run: Run, i: number, latent: Float32Array, cond: Float32Array, nullEmbedding: Float32Array, guidance: number, offset?: Float32Array) {
+export async function sampleStep(
+  run: Run,
+  i: number,
+  latent: Float32Array,
+  cond: Float32Array,
+  nullEmbedding: Float32Array,
+  guidance: number,
+  offset?: Float32Array,
+) {
   const s = run.scheduler;
   const t = s.timesteps[i];
   const noise = await guidedNoise(run, latent, t, nullEmbedding, cond, guidance);

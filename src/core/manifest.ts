@@ -98,7 +98,9 @@ export function validateManifest(value: unknown, where = "nti.json"): Manifest {
   // first, with messages of their own: what no other check means anything without
   if (m.format !== MANIFEST_FORMAT) fail(`format is ${JSON.stringify(m.format)}, expected "${MANIFEST_FORMAT}"`);
   if (m.format_version !== MANIFEST_VERSION) {
-    fail(`format_version ${JSON.stringify(m.format_version)} is not supported (this engine reads version ${MANIFEST_VERSION}); re-export the model or update the extension`);
+    fail(
+      `format_version ${JSON.stringify(m.format_version)} is not supported (this engine reads version ${MANIFEST_VERSION}); re-export the model or update the extension`,
+    );
   }
   if (!checkSchema(value)) fail(schemaMessage(checkSchema.errors?.[0], value));
   const manifest = value as unknown as Manifest;
@@ -125,7 +127,8 @@ export function validateManifest(value: unknown, where = "nti.json"): Manifest {
     for (const side of ["inputs", "outputs"] as const) {
       const names = entry[side].map((io) => io.name);
       for (const needed of required[side]) {
-        if (!names.includes(needed)) fail(`graphs.${name} does not declare ${side === "inputs" ? "input" : "output"} "${needed}" (declares: ${names.join(", ") || "none"})`);
+        if (!names.includes(needed))
+          fail(`graphs.${name} does not declare ${side === "inputs" ? "input" : "output"} "${needed}" (declares: ${names.join(", ") || "none"})`);
       }
     }
   }
@@ -141,22 +144,36 @@ export function validateManifest(value: unknown, where = "nti.json"): Manifest {
   return manifest;
 }
 
-const TYPE_NAMES: Record<string, string> = { number: "a number", integer: "an integer", string: "a string", object: "an object", array: "a list", boolean: "true or false", null: "null" };
+const TYPE_NAMES: Record<string, string> = {
+  number: "a number",
+  integer: "an integer",
+  string: "a string",
+  object: "an object",
+  array: "a list",
+  boolean: "true or false",
+  null: "null",
+};
 
 /** One line from the schema's first error: the field as dotted path, what it must be, what it is. */
 function schemaMessage(error: ErrorObject | null | undefined, root: unknown): string {
   if (!error) return "does not match the manifest schema";
-  const parts = error.instancePath.split("/").slice(1).map((p) => p.replace(/~1/g, "/").replace(/~0/g, "~"));
+  const parts = error.instancePath
+    .split("/")
+    .slice(1)
+    .map((p) => p.replace(/~1/g, "/").replace(/~0/g, "~"));
   const value = parts.reduce<unknown>((o, k) => (isObject(o) ? o[k] : Array.isArray(o) ? o[Number(k)] : undefined), root);
   const field = parts.reduce((acc, k) => (/^\d+$/.test(k) ? `${acc}[${k}]` : acc === "files" ? `files["${k}"]` : acc ? `${acc}.${k}` : k), "");
   const got = `got ${JSON.stringify(value)}`;
   const p = error.params as Record<string, unknown>;
-  if (error.propertyName !== undefined) return `${field}["${error.propertyName}"]: ${relativePathProblem(error.propertyName) ?? "is not a plain relative path"}`;
+  if (error.propertyName !== undefined)
+    return `${field}["${error.propertyName}"]: ${relativePathProblem(error.propertyName) ?? "is not a plain relative path"}`;
   switch (error.keyword) {
     case "required":
       return `${field ? `${field}.` : ""}${p.missingProperty} is missing`;
     case "type": {
-      const types = String(p.type).split(",").map((t) => TYPE_NAMES[t] ?? t);
+      const types = String(p.type)
+        .split(",")
+        .map((t) => TYPE_NAMES[t] ?? t);
       return `${field} must be ${types.join(" or ")}, ${got}`;
     }
     case "minimum":

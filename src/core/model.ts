@@ -46,7 +46,8 @@ export class Model {
     if (!stat?.isDirectory()) throw new ModelError(`model folder ${root} does not exist or is not a folder`);
     const manifestPath = path.join(root, "nti.json");
     const raw = await readRegularFile(manifestPath, MAX_BYTES.json).catch((error: FileReadError) => {
-      if (error.code === "ENOENT") throw new ModelError(`${manifestPath} is missing: export the model with "python -m exporter export --from <diffusers folder> --out ${root}"`);
+      if (error.code === "ENOENT")
+        throw new ModelError(`${manifestPath} is missing: export the model with "python -m exporter export --from <diffusers folder> --out ${root}"`);
       throw new ModelError(`${manifestPath}: ${error.message}`);
     });
     let parsed: unknown;
@@ -135,7 +136,11 @@ export class Model {
   get intraOpThreads(): number {
     if (this.options.threads && this.options.threads > 0) return this.options.threads;
     const unet = this.manifest.graphs.unet;
-    const bytes = unet ? Object.entries(this.manifest.files).filter(([f]) => f.startsWith(path.posix.dirname(unet.file) + "/")).reduce((a, [, v]) => a + v.bytes, 0) : Infinity;
+    const bytes = unet
+      ? Object.entries(this.manifest.files)
+          .filter(([f]) => f.startsWith(path.posix.dirname(unet.file) + "/"))
+          .reduce((a, [, v]) => a + v.bytes, 0)
+      : Infinity;
     return bytes < SMALL_UNET_BYTES ? 1 : 0;
   }
 
@@ -173,7 +178,8 @@ async function checkFiles(root: string, manifest: Manifest, verifyHashes: boolea
   const inside = async (file: string, listedIn: string) => {
     const real = await fs.realpath(file).catch(() => null);
     if (real === null) throw new ModelError(`${file} is missing (listed in ${listedIn})`);
-    if (real !== realRoot && !real.startsWith(realRoot + path.sep)) throw new ModelError(`${file} resolves to ${real}, outside the model folder ${realRoot}: refused`);
+    if (real !== realRoot && !real.startsWith(realRoot + path.sep))
+      throw new ModelError(`${file} resolves to ${real}, outside the model folder ${realRoot}: refused`);
   };
   const tokenizerDir = path.join(root, path.dirname(manifest.tokenizer.file));
   await inside(tokenizerDir, "nti.json");
@@ -188,7 +194,10 @@ async function checkFiles(root: string, manifest: Manifest, verifyHashes: boolea
     }
     if (verifyHashes) {
       const sha = await sha256File(file, stat);
-      if (sha !== info.sha256) throw new ModelError(`${file}: sha256 ${sha.slice(0, 12)}… does not match nti.json (${info.sha256.slice(0, 12)}…): the file is damaged or from another export`);
+      if (sha !== info.sha256)
+        throw new ModelError(
+          `${file}: sha256 ${sha.slice(0, 12)}… does not match nti.json (${info.sha256.slice(0, 12)}…): the file is damaged or from another export`,
+        );
     }
   }
 }

@@ -22,7 +22,12 @@ export async function readModelList(listFile: string): Promise<KnownModel[]> {
     if (!Array.isArray(list.models)) return [];
     return list.models
       .filter((m): m is KnownModel => typeof m === "object" && m !== null && typeof m.path === "string" && typeof m.id === "string")
-      .map((m) => ({ id: m.id, name: typeof m.name === "string" ? m.name : m.id, path: path.resolve(path.dirname(listFile), m.path), description: m.description }));
+      .map((m) => ({
+        id: m.id,
+        name: typeof m.name === "string" ? m.name : m.id,
+        path: path.resolve(path.dirname(listFile), m.path),
+        description: m.description,
+      }));
   } catch {
     return [];
   }
@@ -31,7 +36,9 @@ export async function readModelList(listFile: string): Promise<KnownModel[]> {
 /** sha256 of a model folder's nti.json (what artifacts record), or null when it cannot be read. */
 export async function manifestSha256(modelDir: string): Promise<string | null> {
   try {
-    return createHash("sha256").update(await readRegularFile(path.join(modelDir, "nti.json"), MAX_BYTES.json)).digest("hex");
+    return createHash("sha256")
+      .update(await readRegularFile(path.join(modelDir, "nti.json"), MAX_BYTES.json))
+      .digest("hex");
   } catch {
     return null;
   }

@@ -73,7 +73,11 @@ export async function saveInversion(outDir: string, imagePath: string, result: I
 export async function saveSet(dir: string, name: string, files: [string, Uint8Array | string][], protectedPath?: string): Promise<string> {
   let reservation;
   try {
-    reservation = await reserveStem(dir, name, files.map(([suffix]) => suffix));
+    reservation = await reserveStem(
+      dir,
+      name,
+      files.map(([suffix]) => suffix),
+    );
   } catch (error) {
     throw outputError(error, dir);
   }
@@ -115,7 +119,7 @@ export async function writeAll(writes: [string, Uint8Array | string][]): Promise
 function outputError(error: unknown, fallback: string): OutputError {
   if (error instanceof OutputError) return error;
   const e = error as NodeJS.ErrnoException;
-  return new OutputError(`cannot write ${e.path ?? fallback}: ${e.code === "ENOSPC" ? "the disk is full" : e.code ?? e.message}; nothing was saved`);
+  return new OutputError(`cannot write ${e.path ?? fallback}: ${e.code === "ENOSPC" ? "the disk is full" : (e.code ?? e.message)}; nothing was saved`);
 }
 
 export interface SavedEdit {
@@ -186,18 +190,26 @@ export function changeMap(source: Uint8Array, edited: Uint8Array, mask: Float32A
   let outsideWeight = 0;
   const maskSide = mask ? Math.round(Math.sqrt(mask.length)) : 0;
   for (let p = 0; p < n; p++) {
-    const d = Math.max(Math.abs(edited[3 * p] - source[3 * p]), Math.abs(edited[3 * p + 1] - source[3 * p + 1]), Math.abs(edited[3 * p + 2] - source[3 * p + 2])) / 255;
+    const d =
+      Math.max(Math.abs(edited[3 * p] - source[3 * p]), Math.abs(edited[3 * p + 1] - source[3 * p + 1]), Math.abs(edited[3 * p + 2] - source[3 * p + 2])) / 255;
     change[p] = d;
     sum += d;
     if (d > CHANGED_LEVEL) changed += 1;
     if (mask) {
-      const m = mask[Math.floor(((p / side) | 0) * maskSide / side) * maskSide + Math.floor(((p % side) * maskSide) / side)];
+      const m = mask[Math.floor((((p / side) | 0) * maskSide) / side) * maskSide + Math.floor(((p % side) * maskSide) / side)];
       outside += (1 - m) * d;
       outsideWeight += 1 - m;
     }
   }
   const round = (x: number) => Number(x.toFixed(4));
-  return { change, summary: { changedShare: round(changed / n), meanChange: round(sum / n), meanChangeOutsideMask: mask && outsideWeight > 0 ? round(outside / outsideWeight) : null } };
+  return {
+    change,
+    summary: {
+      changedShare: round(changed / n),
+      meanChange: round(sum / n),
+      meanChangeOutsideMask: mask && outsideWeight > 0 ? round(outside / outsideWeight) : null,
+    },
+  };
 }
 
 /** A change map as a heatmap PNG: black (unchanged) through red to yellow-white (changed completely). */
@@ -247,7 +259,12 @@ export async function saveEdit(outDir: string, artifactPath: string, result: Edi
     const side = Math.round(Math.sqrt(plane));
     editMask = result.mask.subarray(plane, 2 * plane);
     const grey = Uint8Array.from(editMask, (v) => Math.round(255 * v));
-    files.push([".mask.png", await sharp(Buffer.from(grey), { raw: { width: side, height: side, channels: 1 } }).png().toBuffer()]);
+    files.push([
+      ".mask.png",
+      await sharp(Buffer.from(grey), { raw: { width: side, height: side, channels: 1 } })
+        .png()
+        .toBuffer(),
+    ]);
   }
   const { change, summary } = changeMap(result.source, result.images[1], editMask, size);
   files.push([".change.png", await changePng(change, size)]);

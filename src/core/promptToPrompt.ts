@@ -59,7 +59,8 @@ export function replacementMapper(tok: PromptTokenizer, source: string, edited: 
   const T = tok.maxLength;
   const wx = source.split(" ");
   const wy = edited.split(" ");
-  if (wx.length !== wy.length) throw new EditError(`replace needs prompts with as many words ("${source}" has ${wx.length}, "${edited}" ${wy.length}): use refine`);
+  if (wx.length !== wy.length)
+    throw new EditError(`replace needs prompts with as many words ("${source}" has ${wx.length}, "${edited}" ${wy.length}): use refine`);
   const changed = wy.map((w, i) => (w !== wx[i] ? i : -1)).filter((i) => i >= 0);
   const src = changed.map((i) => tok.wordTokenIndices(source, i));
   const dst = changed.map((i) => tok.wordTokenIndices(edited, i));

@@ -52,7 +52,8 @@ export function decodeSafetensors(file: Uint8Array): { tensors: Record<string, S
   };
   if (file.length < 8) fail(`file is ${file.length} bytes, too short for a header`);
   const headerLength = new DataView(file.buffer, file.byteOffset, 8).getBigUint64(0, true);
-  if (headerLength > BigInt(Math.min(MAX_HEADER_BYTES, file.length - 8))) fail(`header length ${headerLength} does not fit the file (${file.length} bytes): truncated or not an artifact`);
+  if (headerLength > BigInt(Math.min(MAX_HEADER_BYTES, file.length - 8)))
+    fail(`header length ${headerLength} does not fit the file (${file.length} bytes): truncated or not an artifact`);
   const headerEnd = 8 + Number(headerLength);
   let header: unknown;
   try {

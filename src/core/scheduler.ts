@@ -32,7 +32,10 @@ export class DdimScheduler {
   /** num_train_timesteps / steps: the distance between consecutive timesteps. */
   readonly stepRatio: number;
 
-  constructor(readonly config: SchedulerConfig, readonly steps: number) {
+  constructor(
+    readonly config: SchedulerConfig,
+    readonly steps: number,
+  ) {
     if (!Number.isInteger(steps) || steps < 1 || steps > config.num_train_timesteps) {
       throw new Error(`steps must be an integer in 1..${config.num_train_timesteps}, got ${steps}`);
     }
@@ -87,7 +90,7 @@ function cumulativeAlphas(config: SchedulerConfig): Float32Array {
   } else if (config.beta_schedule === "linear") {
     betas = linspaceFloat32(config.beta_start, config.beta_end, n);
   } else if (config.beta_schedule === "squaredcos_cap_v2") {
-    const f = (t: number) => Math.cos(((t + 0.008) / 1.008) * Math.PI / 2) ** 2;
+    const f = (t: number) => Math.cos((((t + 0.008) / 1.008) * Math.PI) / 2) ** 2;
     betas = new Float64Array(n).map((_, i) => Math.min(1 - f((i + 1) / n) / f(i / n), 0.999));
   } else {
     throw new Error(`unsupported beta_schedule ${JSON.stringify(config.beta_schedule)}`);

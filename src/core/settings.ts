@@ -38,7 +38,16 @@ export const METHOD_INFO: Record<InversionMethod, MethodInfo> = {
   npi: { label: "NPI", extraGraphs: [], lossTrace: false, perStepNullEmbeddings: false, directOffsets: false, ...DDIM_BASED },
   direct: { label: "Direct Inversion", extraGraphs: [], lossTrace: false, perStepNullEmbeddings: false, directOffsets: true, ...DDIM_BASED },
   ddim: { label: "DDIM", extraGraphs: [], lossTrace: false, perStepNullEmbeddings: false, directOffsets: false, ...DDIM_BASED },
-  edict: { label: "EDICT", extraGraphs: [], lossTrace: false, perStepNullEmbeddings: false, directOffsets: false, pivots: false, coupledLatent: true, promptToPrompt: false },
+  edict: {
+    label: "EDICT",
+    extraGraphs: [],
+    lossTrace: false,
+    perStepNullEmbeddings: false,
+    directOffsets: false,
+    pivots: false,
+    coupledLatent: true,
+    promptToPrompt: false,
+  },
 };
 export const METHODS = Object.keys(METHOD_INFO) as InversionMethod[];
 
@@ -103,7 +112,11 @@ export const RANGES = {
  * typed; `fail` receives a one-line message naming the setting. `maxSteps` is the model's timesteps when
  * known.
  */
-export function checkInversionSettings(value: Record<string, unknown>, fail: (message: string) => never, maxSteps: number = RANGES.steps.max): InversionSettings {
+export function checkInversionSettings(
+  value: Record<string, unknown>,
+  fail: (message: string) => never,
+  maxSteps: number = RANGES.steps.max,
+): InversionSettings {
   if (!METHODS.includes(value.method as InversionMethod)) fail(`method ${JSON.stringify(value.method)} is not one of ${METHODS.join(", ")}`);
   for (const [key, range] of Object.entries(RANGES)) {
     const v = value[key];
@@ -125,10 +138,14 @@ export function checkInversionSettings(value: Record<string, unknown>, fail: (me
 /** "red=3, big=-1" -> {red: 3, big: -1}; throws a one-line Error on a malformed item ("red=3=4", "red=", "=3"). */
 export function parseReweight(text: string): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const item of text.split(",").map((s) => s.trim()).filter(Boolean)) {
+  for (const item of text
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const [word, factor, extra] = item.split("=").map((s) => s.trim());
     const n = Number(factor);
-    if (!word || factor === undefined || factor === "" || extra !== undefined || !Number.isFinite(n)) throw new Error(`reweight takes word=factor, got "${item}"`);
+    if (!word || factor === undefined || factor === "" || extra !== undefined || !Number.isFinite(n))
+      throw new Error(`reweight takes word=factor, got "${item}"`);
     out[word] = n;
   }
   return out;
@@ -136,5 +153,8 @@ export function parseReweight(text: string): Record<string, number> {
 
 /** Local-blend words as typed: separated by commas or spaces. */
 export function parseWords(text: string): string[] {
-  return text.split(/[,\s]+/).map((s) => s.trim()).filter(Boolean);
+  return text
+    .split(/[,\s]+/)
+    .map((s) => s.trim())
+    .filter(Boolean);
 }

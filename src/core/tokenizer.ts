@@ -47,8 +47,7 @@ const CLIP_EOS = "<|endoftext|>";
 const MAX_SENSIBLE_LENGTH = 10_000;
 
 /** CLIP's word-splitting regex (transformers CLIPTokenizer / OpenAI simple_tokenizer). */
-const CLIP_SPLIT_REGEX =
-  "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+";
+const CLIP_SPLIT_REGEX = "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+";
 
 /**
  * Rust tokenizers' `Whitespace` pre-tokenizer is `\w+|[^\w\s]+` with Unicode classes (regex crate). The JS
@@ -149,9 +148,7 @@ function treeHasType(node: unknown, type: string): boolean {
 function adaptToRustSemantics(tokenizerJson: JsonObject): JsonObject {
   return {
     ...tokenizerJson,
-    pre_tokenizer: mapTree(tokenizerJson.pre_tokenizer ?? null, (node) =>
-      node.type === "Whitespace" ? { ...RUST_WHITESPACE_PRE_TOKENIZER } : node,
-    ),
+    pre_tokenizer: mapTree(tokenizerJson.pre_tokenizer ?? null, (node) => (node.type === "Whitespace" ? { ...RUST_WHITESPACE_PRE_TOKENIZER } : node)),
   };
 }
 
@@ -191,11 +188,7 @@ function postProcessorSpecialIds(postProcessor: unknown): { bos?: number; eos?: 
 }
 
 /** What `transformers.CLIPTokenizer(vocab=..., merges=...)` builds from vocab.json + merges.txt. */
-function clipTokenizerJson(
-  vocab: Record<string, number>,
-  merges: string[],
-  tokens: { bos: string; eos: string; unk: string },
-): JsonObject {
+function clipTokenizerJson(vocab: Record<string, number>, merges: string[], tokens: { bos: string; eos: string; unk: string }): JsonObject {
   const specials = [...new Set([tokens.bos, tokens.eos, tokens.unk])].filter((t) => t in vocab);
   return {
     version: "1.0",
@@ -212,11 +205,7 @@ function clipTokenizerJson(
     })),
     normalizer: {
       type: "Sequence",
-      normalizers: [
-        { type: "NFC" },
-        { type: "Replace", pattern: { Regex: "\\s+" }, content: " " },
-        { type: "Lowercase" },
-      ],
+      normalizers: [{ type: "NFC" }, { type: "Replace", pattern: { Regex: "\\s+" }, content: " " }, { type: "Lowercase" }],
     },
     pre_tokenizer: {
       type: "Sequence",
@@ -250,9 +239,7 @@ function clipTokenizerJson(
 
 /** merges.txt: an optional "#version" header, then one "left right" pair per line. */
 function parseMerges(text: string, file: string): string[] {
-  const merges = text
-    .split(/\r?\n/)
-    .filter((line, i) => line.trim().length > 0 && !(i === 0 && line.startsWith("#version")));
+  const merges = text.split(/\r?\n/).filter((line, i) => line.trim().length > 0 && !(i === 0 && line.startsWith("#version")));
   const malformed = merges.findIndex((line) => line.split(" ").length !== 2);
   if (malformed >= 0) throw new Error(`${file}: line "${merges[malformed]}" is not a "left right" merge`);
   return merges;
@@ -281,8 +268,7 @@ async function loadFolder(dir: string): Promise<LoadedFolder> {
   const named = (key: string) => specialTokenText(specialTokensMap[key]) ?? specialTokenText(tokenizerConfig[key]);
   const namedTokens = { bos: named("bos_token"), eos: named("eos_token"), pad: named("pad_token"), unk: named("unk_token") };
   const configLength = tokenizerConfig.model_max_length;
-  let maxLengthFromFiles =
-    isTokenId(configLength) && configLength <= MAX_SENSIBLE_LENGTH ? configLength : undefined;
+  let maxLengthFromFiles = isTokenId(configLength) && configLength <= MAX_SENSIBLE_LENGTH ? configLength : undefined;
 
   const tokenizerFile = path.join(dir, "tokenizer.json");
   if (await isFile(tokenizerFile)) {
@@ -314,7 +300,12 @@ async function loadFolder(dir: string): Promise<LoadedFolder> {
     return { tokenizerJson, config: tokenizerConfig, namedTokens: { ...namedTokens, bos, eos, unk }, maxLengthFromFiles };
   }
 
-  if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) {
+  if (
+    !(await stat(dir).then(
+      (s) => s.isDirectory(),
+      () => false,
+    ))
+  ) {
     throw new Error(`${dir}: tokenizer folder not found`);
   }
   if (hasVocab) throw new Error(`${dir}: has vocab.json but no merges.txt (CLIP BPE needs both)`);
@@ -374,18 +365,19 @@ export class PromptTokenizer {
     // files say; then CLIP's names. SD 1.x pads with the end token, hence pad's last fallback.
     const bos = spec?.bosTokenId ?? fromTemplate.bos ?? idOf(namedTokens.bos) ?? idOf(CLIP_BOS);
     const eos = spec?.eosTokenId ?? fromTemplate.eos ?? idOf(namedTokens.eos) ?? idOf(CLIP_EOS);
-    const pad =
-      spec?.padTokenId ??
-      (isObject(padding) && isTokenId(padding.pad_id) ? padding.pad_id : undefined) ??
-      idOf(namedTokens.pad) ??
-      eos;
+    const pad = spec?.padTokenId ?? (isObject(padding) && isTokenId(padding.pad_id) ? padding.pad_id : undefined) ?? idOf(namedTokens.pad) ?? eos;
     const unk = spec?.unkTokenId ?? idOf(modelUnk) ?? idOf(namedTokens.unk);
     const maxLength = spec?.maxLength ?? maxLengthFromFiles ?? DEFAULT_MAX_LENGTH;
 
     if (bos === undefined || eos === undefined || pad === undefined) {
       throw new Error(`${tokenizerDir}: cannot tell the start/end token ids (no ${CLIP_BOS} / ${CLIP_EOS} and none given)`);
     }
-    for (const [name, id] of [["bos", bos], ["eos", eos], ["pad", pad], ["unk", unk]] as const) {
+    for (const [name, id] of [
+      ["bos", bos],
+      ["eos", eos],
+      ["pad", pad],
+      ["unk", unk],
+    ] as const) {
       if (id !== undefined && (!isTokenId(id) || tokenizer.id_to_token(id) === undefined)) {
         throw new Error(`${tokenizerDir}: ${name} token id ${id} is not in the vocabulary`);
       }
@@ -496,8 +488,6 @@ export class PromptTokenizer {
 
   /** Positions of the tokens of every occurrence of `word` among prompt.split(" ") (Tokens.word_indices). */
   wordIndices(prompt: string, word: string): number[] {
-    return prompt
-      .split(" ")
-      .flatMap((w, i) => (w === word ? this.wordTokenIndices(prompt, i) : []));
+    return prompt.split(" ").flatMap((w, i) => (w === word ? this.wordTokenIndices(prompt, i) : []));
   }
 }

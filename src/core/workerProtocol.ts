@@ -71,7 +71,6 @@ export interface EditSummary {
   attention: AttentionData;
 }
 
-
 export type WorkerRequest = { id: number; type: "run"; job: Job } | { id: number; type: "cancel" };
 
 export type WorkerReply =

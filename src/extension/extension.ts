@@ -80,7 +80,10 @@ function restorableArtifact(state: unknown): string | undefined {
 }
 
 async function isFile(file: string): Promise<boolean> {
-  return vscode.workspace.fs.stat(vscode.Uri.file(file)).then((s) => s.type === vscode.FileType.File, () => false);
+  return vscode.workspace.fs.stat(vscode.Uri.file(file)).then(
+    (s) => s.type === vscode.FileType.File,
+    () => false,
+  );
 }
 
 /**
@@ -111,7 +114,10 @@ async function exclusive<T>(title: string, work: (signal: AbortSignal, report: (
       let reported = 0;
       return work(controller.signal, (p) => {
         const percent = overallPercent(p);
-        progress.report({ message: `${p.phase} ${p.step}/${p.total}${p.timestep !== undefined ? `, t=${p.timestep}` : ""}`, increment: Math.max(0, percent - reported) });
+        progress.report({
+          message: `${p.phase} ${p.step}/${p.total}${p.timestep !== undefined ? `, t=${p.timestep}` : ""}`,
+          increment: Math.max(0, percent - reported),
+        });
         reported = Math.max(reported, percent);
       });
     });
@@ -123,7 +129,14 @@ async function exclusive<T>(title: string, work: (signal: AbortSignal, report: (
 /** Inversion, optimisation (or offsets) and the reconstructions, a share each; edits are one phase. */
 function overallPercent(p: Progress): number {
   const share: Record<string, [number, number]> = {
-    encode: [0, 0], invert: [0, 20], optimize: [20, 80], direct: [20, 80], reconstruct: [80, 90], compare: [90, 97], edit: [0, 97], decode: [97, 100],
+    encode: [0, 0],
+    invert: [0, 20],
+    optimize: [20, 80],
+    direct: [20, 80],
+    reconstruct: [80, 90],
+    compare: [90, 97],
+    edit: [0, 97],
+    decode: [97, 100],
   };
   const [from, to] = share[p.phase] ?? [0, 0];
   return Math.round(from + (to - from) * (p.total ? p.step / p.total : 0));
@@ -152,7 +165,11 @@ function settings() {
 async function vocabularyCheck(modelDir: string): Promise<((prompt: string) => string | undefined) | undefined> {
   try {
     // the tokenizer only: no ONNX Runtime in the extension host
-    const [{ PromptTokenizer }, { validateManifest }, { readRegularFile, MAX_BYTES }] = await Promise.all([import("../core/tokenizer"), import("../core/manifest"), import("../core/files")]);
+    const [{ PromptTokenizer }, { validateManifest }, { readRegularFile, MAX_BYTES }] = await Promise.all([
+      import("../core/tokenizer"),
+      import("../core/manifest"),
+      import("../core/files"),
+    ]);
     const manifest = validateManifest(JSON.parse((await readRegularFile(path.join(modelDir, "nti.json"), MAX_BYTES.json)).toString("utf8")));
     const tokenizer = await PromptTokenizer.forModel(modelDir, manifest);
     const known = tokenizer.knownWords();
@@ -243,9 +260,24 @@ async function invertImage(context: vscode.ExtensionContext, host: PanelHost, ur
     const summary = await exclusive(`Inverting ${path.basename(image.fsPath)}`, (signal, report) => {
       panel = InversionPanel.forRun(context, host, outDir, path.basename(image.fsPath));
       const method = METHOD_INFO[s.method];
-      panel.startRun({ type: "session", title: path.basename(image.fsPath), prompt, method: method?.label ?? s.method, lossTrace: method?.lossTrace ?? false, totalSteps: s.steps, running: true, editable: false });
+      panel.startRun({
+        type: "session",
+        title: path.basename(image.fsPath),
+        prompt,
+        method: method?.label ?? s.method,
+        lossTrace: method?.lossTrace ?? false,
+        totalSteps: s.steps,
+        running: true,
+        editable: false,
+      });
       const shown = panel;
-      return host.client().invert(job, { signal, onProgress: (p) => { report(p); shown.progress(p); } });
+      return host.client().invert(job, {
+        signal,
+        onProgress: (p) => {
+          report(p);
+          shown.progress(p);
+        },
+      });
     });
     lastOutput = summary.artifact;
     const fmt = (x: number | null) => (x === null ? "∞" : `${x.toFixed(2)} dB`);
@@ -256,7 +288,10 @@ async function invertImage(context: vscode.ExtensionContext, host: PanelHost, ur
     const text = `Inverted ${path.basename(image.fsPath)}: PSNR ${fmt(summary.psnr)} (DDIM only ${fmt(summary.ddimPsnr)})`;
     const actions = ["Open Reconstruction", "Reveal Output"];
     const shown = poor
-      ? vscode.window.showWarningMessage(`${text}: a poor reconstruction (below ${POOR_RECONSTRUCTION_DB} dB); edits will not look like the image. Check that the prompt describes it.`, ...actions)
+      ? vscode.window.showWarningMessage(
+          `${text}: a poor reconstruction (below ${POOR_RECONSTRUCTION_DB} dB); edits will not look like the image. Check that the prompt describes it.`,
+          ...actions,
+        )
       : vscode.window.showInformationMessage(text, ...actions);
     void shown.then((choice) => {
       if (choice === "Open Reconstruction") void vscode.commands.executeCommand("vscode.open", vscode.Uri.file(summary.reconstruction));
@@ -279,7 +314,8 @@ async function invertImage(context: vscode.ExtensionContext, host: PanelHost, ur
 
 /** Opens an artifact's panel, where the edit form runs edits. */
 async function editInversion(uri?: vscode.Uri): Promise<void> {
-  const target = uri ?? (await vscode.window.showOpenDialog({ canSelectMany: false, filters: { "Null-text inversion": ["nti"] }, title: "Inversion to edit" }))?.[0];
+  const target =
+    uri ?? (await vscode.window.showOpenDialog({ canSelectMany: false, filters: { "Null-text inversion": ["nti"] }, title: "Inversion to edit" }))?.[0];
   if (target) await vscode.commands.executeCommand("vscode.openWith", target, "nullText.artifact");
 }
 
@@ -291,7 +327,10 @@ async function openPanel(): Promise<void> {
 
 /** The read-only editor of `.nti` files: opening one shows its panel (and its edit form). */
 class ArtifactEditor implements vscode.CustomReadonlyEditorProvider {
-  constructor(private readonly context: vscode.ExtensionContext, private readonly host: PanelHost) {}
+  constructor(
+    private readonly context: vscode.ExtensionContext,
+    private readonly host: PanelHost,
+  ) {}
 
   openCustomDocument(uri: vscode.Uri): vscode.CustomDocument {
     return { uri, dispose: () => undefined };

@@ -68,7 +68,10 @@ export class InversionPanel {
   ) {
     let markReady: () => void = () => undefined;
     this.ready = new Promise((resolve) => (markReady = resolve));
-    panel.webview.options = { enableScripts: true, localResourceRoots: [vscode.Uri.joinPath(context.extensionUri, "dist"), vscode.Uri.joinPath(context.extensionUri, "media"), ...roots] };
+    panel.webview.options = {
+      enableScripts: true,
+      localResourceRoots: [vscode.Uri.joinPath(context.extensionUri, "dist"), vscode.Uri.joinPath(context.extensionUri, "media"), ...roots],
+    };
     panel.webview.html = html(panel.webview, context.extensionUri);
     panel.webview.onDidReceiveMessage((raw) => {
       const message = parseWebviewMessage(raw);
@@ -99,7 +102,12 @@ export class InversionPanel {
       idle.panel.reveal(undefined, true);
       return idle;
     }
-    const panel = vscode.window.createWebviewPanel(PANEL_VIEW_TYPE, title, { viewColumn: vscode.ViewColumn.Beside, preserveFocus: true }, { enableScripts: true, retainContextWhenHidden: true });
+    const panel = vscode.window.createWebviewPanel(
+      PANEL_VIEW_TYPE,
+      title,
+      { viewColumn: vscode.ViewColumn.Beside, preserveFocus: true },
+      { enableScripts: true, retainContextWhenHidden: true },
+    );
     return new InversionPanel(panel, context, host, [vscode.Uri.file(outDir)]);
   }
 
@@ -185,14 +193,27 @@ export class InversionPanel {
     this.files.clear();
     const sourcePng = await encodePng(artifact.source, artifact.dims.imageSize);
     const stem = artifactPath.replace(/\.nti$/, "");
-    const exists = (f: string) => fs.stat(f).then((s) => s.isFile(), () => false);
+    const exists = (f: string) =>
+      fs.stat(f).then(
+        (s) => s.isFile(),
+        () => false,
+      );
     const method = methodLabel(header.settings.method);
     const images: PanelImage[] = [{ id: "source", label: "source", uri: `data:image/png;base64,${sourcePng.toString("base64")}`, psnr: null, savable: false }];
     if (await exists(`${stem}.ddim.png`)) images.push(this.image("ddim", "DDIM only", `${stem}.ddim.png`, header.stats.ddimPsnr, false));
     if (await exists(`${stem}.reconstruction.png`)) images.push(this.image("reconstruction", method, `${stem}.reconstruction.png`, header.stats.psnr, false));
     const attention = await readRecord(`${stem}.attention.json`);
     const history = await this.history(artifactPath);
-    await this.post({ type: "session", title: path.basename(artifactPath), prompt: header.prompt, method, lossTrace: header.steps.length > 0, totalSteps: header.settings.steps, running: false, editable: true });
+    await this.post({
+      type: "session",
+      title: path.basename(artifactPath),
+      prompt: header.prompt,
+      method,
+      lossTrace: header.steps.length > 0,
+      totalSteps: header.settings.steps,
+      running: false,
+      editable: true,
+    });
     await this.post({
       type: "inverted",
       images,
@@ -250,7 +271,9 @@ export class InversionPanel {
       mode: record.mode,
       cross: record.crossReplaceSteps,
       self: record.selfReplaceSteps,
-      reweight: Object.entries(record.reweight ?? {}).map(([w, f]) => `${w}=${f}`).join(", "),
+      reweight: Object.entries(record.reweight ?? {})
+        .map(([w, f]) => `${w}=${f}`)
+        .join(", "),
       blend: (record.blendWords ?? []).join(", "),
       blendThreshold: record.blendThreshold,
     };
@@ -258,7 +281,8 @@ export class InversionPanel {
 
   private allow(dir: string): void {
     const roots = this.panel.webview.options.localResourceRoots ?? [];
-    if (!roots.some((r) => r.fsPath === dir)) this.panel.webview.options = { ...this.panel.webview.options, localResourceRoots: [...roots, vscode.Uri.file(dir)] };
+    if (!roots.some((r) => r.fsPath === dir))
+      this.panel.webview.options = { ...this.panel.webview.options, localResourceRoots: [...roots, vscode.Uri.file(dir)] };
   }
 
   private image(id: string, label: string, file: string, psnr: number | null, savable: boolean): PanelImage {
@@ -307,7 +331,13 @@ export class InversionPanel {
             blendThreshold: r.blendThreshold,
             paintedMask: r.mask ?? undefined,
           },
-          { signal, onProgress: (p) => { report(p); this.progress(p); } },
+          {
+            signal,
+            onProgress: (p) => {
+              report(p);
+              this.progress(p);
+            },
+          },
         ),
       );
       this.host.log(`edit "${r.prompt}" (${s.mode}) in ${s.seconds.toFixed(1)} s: ${s.images[0]}`);
@@ -315,7 +345,11 @@ export class InversionPanel {
       await this.post({ type: "edited", edit, attention: panelAttention(s.attention, 1), seconds: s.seconds, notes: s.notes });
     } catch (error) {
       const e = error as Error;
-      await this.post({ type: "failed", message: e.name === "AbortError" ? "Edit cancelled; nothing was written." : `Edit failed: ${e.message}`, scope: "edit" });
+      await this.post({
+        type: "failed",
+        message: e.name === "AbortError" ? "Edit cancelled; nothing was written." : `Edit failed: ${e.message}`,
+        scope: "edit",
+      });
     }
   }
 
@@ -346,7 +380,10 @@ export class InversionPanel {
   private async reinvert(): Promise<void> {
     const origin = this.origin;
     if (!origin) return;
-    const exists = await fs.stat(origin.image).then((s) => s.isFile(), () => false);
+    const exists = await fs.stat(origin.image).then(
+      (s) => s.isFile(),
+      () => false,
+    );
     if (!exists) {
       void vscode.window.showErrorMessage(`The source image ${origin.image} no longer exists: invert an image from the explorer.`);
       return;
@@ -359,7 +396,11 @@ export class InversionPanel {
     const file = this.files.get(id);
     if (!file || !id.startsWith("edit-")) return;
     const folder = vscode.workspace.workspaceFolders?.[0]?.uri ?? vscode.Uri.file(path.dirname(file));
-    const target = await vscode.window.showSaveDialog({ defaultUri: vscode.Uri.joinPath(folder, path.basename(file)), filters: { PNG: ["png"] }, saveLabel: "Save edit" });
+    const target = await vscode.window.showSaveDialog({
+      defaultUri: vscode.Uri.joinPath(folder, path.basename(file)),
+      filters: { PNG: ["png"] },
+      saveLabel: "Save edit",
+    });
     if (!target) return;
     if (this.origin && path.resolve(target.fsPath) === path.resolve(this.origin.image)) {
       void vscode.window.showErrorMessage("An edit is never saved over the source image: choose another name.");

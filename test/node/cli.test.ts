@@ -37,7 +37,22 @@ test("invert --json on the bundled shapes-tiny model, then reconstruct from the 
 });
 
 test("invert --schedule fast: the lean loop from the prompt's embedding, fewer passes, flags over the schedule", () => {
-  const r = nti("invert", SAMPLE, "--prompt", PROMPT, "--steps", "20", "--schedule", "fast", "--lr", "0.02", "--out", path.join(dir, "fast"), "--json", "--no-ddim");
+  const r = nti(
+    "invert",
+    SAMPLE,
+    "--prompt",
+    PROMPT,
+    "--steps",
+    "20",
+    "--schedule",
+    "fast",
+    "--lr",
+    "0.02",
+    "--out",
+    path.join(dir, "fast"),
+    "--json",
+    "--no-ddim",
+  );
   assert.equal(r.code, 0, r.stderr);
   const j = JSON.parse(r.stdout);
   assert.equal(j.settings.innerLoop, "lean");
@@ -109,7 +124,10 @@ test("edit and attention on a saved inversion", async () => {
   assert.equal(j.images.length, 1);
   for (const f of [...j.images, j.attentionMaps, j.mask]) assert.ok(existsSync(f), f);
   const maps = JSON.parse(readFileSync(j.attentionMaps, "utf8"));
-  assert.deepEqual(maps.prompts.map((p: { tokens: unknown[] }) => p.tokens.length), [11, 11]);
+  assert.deepEqual(
+    maps.prompts.map((p: { tokens: unknown[] }) => p.tokens.length),
+    [11, 11],
+  );
   assert.equal(maps.prompts[1].tokens[1].token, "red");
   assert.equal(maps.prompts[1].tokens[1].map.length, 64);
   // the user mask (lower-left quarter) is part of the blend mask

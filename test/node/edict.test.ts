@@ -42,7 +42,11 @@ test("EDICT's coupled inversion and generation match the reference", async () =>
   const n = emb.length / 2;
   const settings = { method: "edict" as const, steps: info.steps, guidance: info.guidance, pairing: "consistent" as const, ...NULL_TEXT_SCHEDULES.paper };
   const out = await METHOD_IMPLEMENTATIONS.edict.invert({ run, pivots: [z0], cond: emb.slice(0, n), uncond: emb.slice(n), settings });
-  const errors = { x_T: relativeError(out.zT!, t("edict_x_T")), y_T: relativeError(out.coupledLatent!, t("edict_y_T")), x_0: relativeError(out.reconstruction!, t("edict_x_0")) };
+  const errors = {
+    x_T: relativeError(out.zT!, t("edict_x_T")),
+    y_T: relativeError(out.coupledLatent!, t("edict_y_T")),
+    x_0: relativeError(out.reconstruction!, t("edict_x_0")),
+  };
   checkTrajectory("EDICT x_T (10 steps)", errors.x_T, info.tolerances.coupled_latents_rel);
   checkTrajectory("EDICT y_T (10 steps)", errors.y_T, info.tolerances.coupled_latents_rel);
   checkTrajectory("EDICT x_0 generated back (10 steps)", errors.x_0, info.tolerances.generated_rel);

@@ -62,7 +62,18 @@ describe("edits vs the reference (tiny random model)", () => {
     const edit = resolveEdit(fx.meta.prompt, { prompts: ["a blue circle on a white background"], blendWords: ["circle"] });
     const control = controlTensors(tok, edit);
     const x = Float32Array.from(extraF32("blend_x_in"));
-    const mask = localBlend(x, { batch: 2, channels: 4, size: 16, mapSum: extraF32("blend_store_sum"), mapResolution: 8, tokens: 77, blendTokens: control.blendTokens, threshold: 0.3, userMask: null, userMaskMode: "union" })!;
+    const mask = localBlend(x, {
+      batch: 2,
+      channels: 4,
+      size: 16,
+      mapSum: extraF32("blend_store_sum"),
+      mapResolution: 8,
+      tokens: 77,
+      blendTokens: control.blendTokens,
+      threshold: 0.3,
+      userMask: null,
+      userMaskMode: "union",
+    })!;
     const expectedMask = extraF32("blend_mask");
     assert.deepEqual(Array.from(mask.subarray(256)), Array.from(expectedMask));
     const fraction = expectedMask.reduce((a, b) => a + b, 0) / 256;
@@ -83,13 +94,17 @@ describe("cancelling", () => {
   test("an AbortSignal stops an edit between steps", async () => {
     const controller = new AbortController();
     const steps: number[] = [];
-    const run = engine.edit(fixtureArtifact(engine.model), { prompts: ["a blue circle on a white background"] }, {
-      signal: controller.signal,
-      onProgress: (p) => {
-        steps.push(p.step);
-        if (p.step === 5) controller.abort();
+    const run = engine.edit(
+      fixtureArtifact(engine.model),
+      { prompts: ["a blue circle on a white background"] },
+      {
+        signal: controller.signal,
+        onProgress: (p) => {
+          steps.push(p.step);
+          if (p.step === 5) controller.abort();
+        },
       },
-    });
+    );
     await assert.rejects(run, { name: "AbortError" });
     assert.equal(Math.max(...steps), 5);
   });
@@ -120,7 +135,12 @@ describe("local blend on shapes-tiny", () => {
     const shapes = await Engine.open(SHAPES_MODEL);
     try {
       const prompt = "a blue circle and a green square on a gray background";
-      const inv = await shapes.invert({ imagePath: path.join(__dirname, "../../media/samples/two-shapes.png"), prompt, settings: { steps: 25, innerSteps: 5 }, compareWithDdim: false });
+      const inv = await shapes.invert({
+        imagePath: path.join(__dirname, "../../media/samples/two-shapes.png"),
+        prompt,
+        settings: { steps: 25, innerSteps: 5 },
+        compareWithDdim: false,
+      });
       // the notebook's setting: blend on the object's word at the default threshold (0.3); shapes-tiny's
       // word maps cover what the word names (models/shapes-tiny/EDIT_DIAGNOSTICS.md), so the mask is the square
       const r = await shapes.edit(inv.artifact, { prompts: ["a blue circle and a yellow square on a gray background"], blendWords: ["square"] });
@@ -139,7 +159,8 @@ describe("local blend on shapes-tiny", () => {
           const ly = y >> 2;
           const lx = x >> 2;
           let near = 0;
-          for (let dy = -1; dy <= 1; dy++) for (let dx = -1; dx <= 1; dx++) near = Math.max(near, editMask[Math.min(15, Math.max(0, ly + dy)) * size + Math.min(15, Math.max(0, lx + dx))]);
+          for (let dy = -1; dy <= 1; dy++)
+            for (let dx = -1; dx <= 1; dx++) near = Math.max(near, editMask[Math.min(15, Math.max(0, ly + dy)) * size + Math.min(15, Math.max(0, lx + dx))]);
           for (let c = 0; c < 3; c++) {
             const d = r.images[1][3 * (y * 64 + x) + c] - r.images[0][3 * (y * 64 + x) + c];
             if (near === 0) {
@@ -153,7 +174,9 @@ describe("local blend on shapes-tiny", () => {
         }
       }
       const outsidePsnr = count ? 10 * Math.log10((255 * 255) / Math.max(sq / count, 1e-12)) : Infinity;
-      t.diagnostic(`mask covers ${(fraction * 100).toFixed(0)}% of the latent; outside it PSNR vs the source branch ${outsidePsnr.toFixed(1)} dB; ${((changedInside / Math.max(inside, 1)) * 100).toFixed(0)}% of channel values inside changed by > 30`);
+      t.diagnostic(
+        `mask covers ${(fraction * 100).toFixed(0)}% of the latent; outside it PSNR vs the source branch ${outsidePsnr.toFixed(1)} dB; ${((changedInside / Math.max(inside, 1)) * 100).toFixed(0)}% of channel values inside changed by > 30`,
+      );
       assert.ok(fraction > 0.02 && fraction < 0.6, `mask fraction ${fraction}`);
       assert.ok(outsidePsnr > 35, `outside the mask ${outsidePsnr} dB`);
       assert.ok(changedInside / inside > 0.1, "the square changed colour");

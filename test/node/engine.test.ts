@@ -168,17 +168,25 @@ describe("broken model folders", () => {
     ["bad-json", (d) => writeFileSync(path.join(d, "nti.json"), "{"), /nti.json is not valid JSON/],
     ["version", (d) => writeManifest(d, { ...manifest(d), format_version: 9 }), /format_version 9 is not supported/],
     ["missing-unet", (d) => rmSync(path.join(d, "unet/model.onnx")), /unet\/model.onnx is missing/],
-    ["hash", (d) => {
-      const f = path.join(d, "vae_decoder/model.onnx");
-      const b = readFileSync(f);
-      b[b.length - 5] ^= 0xff;
-      writeFileSync(f, b);
-    }, /vae_decoder\/model.onnx: sha256 .* does not match nti.json/],
-    ["no-graph", (d) => {
-      const m = manifest(d);
-      delete m.graphs.unet;
-      writeManifest(d, m);
-    }, /graphs.unet is missing/],
+    [
+      "hash",
+      (d) => {
+        const f = path.join(d, "vae_decoder/model.onnx");
+        const b = readFileSync(f);
+        b[b.length - 5] ^= 0xff;
+        writeFileSync(f, b);
+      },
+      /vae_decoder\/model.onnx: sha256 .* does not match nti.json/,
+    ],
+    [
+      "no-graph",
+      (d) => {
+        const m = manifest(d);
+        delete m.graphs.unet;
+        writeManifest(d, m);
+      },
+      /graphs.unet is missing/,
+    ],
   ];
   for (const [name, change, pattern] of cases) {
     test(`${name}: one clear line`, async () => {

@@ -27,8 +27,25 @@ test("package.json: nothing runs untrusted, activation only on the commands, the
   assert.deepEqual(pkg.activationEvents, ["onWebviewPanel:nullText.inversion"]);
   assert.deepEqual(pkg.extensionKind, ["workspace"]);
   const commands = pkg.contributes.commands.map((c: { command: string }) => c.command).sort();
-  assert.deepEqual(commands, ["nullText.cancel", "nullText.editInversion", "nullText.invertImage", "nullText.openPanel", "nullText.revealOutput", "nullText.selectModel"]);
+  assert.deepEqual(commands, [
+    "nullText.cancel",
+    "nullText.editInversion",
+    "nullText.invertImage",
+    "nullText.openPanel",
+    "nullText.revealOutput",
+    "nullText.selectModel",
+  ]);
   assert.equal(pkg.contributes.customEditors[0].selector[0].filenamePattern, "*.nti");
   const settings = Object.keys(pkg.contributes.configuration.properties).sort();
-  assert.deepEqual(settings, ["nullText.earlyStopTolerance", "nullText.guidance", "nullText.innerSteps", "nullText.method", "nullText.modelFolder", "nullText.outputFolder", "nullText.schedule", "nullText.steps", "nullText.threads"]);
+  assert.deepEqual(settings, [
+    "nullText.earlyStopTolerance",
+    "nullText.guidance",
+    "nullText.innerSteps",
+    "nullText.method",
+    "nullText.modelFolder",
+    "nullText.outputFolder",
+    "nullText.schedule",
+    "nullText.steps",
+    "nullText.threads",
+  ]);
 });

@@ -108,16 +108,22 @@ describe("1. parallel runs into one output folder", () => {
       cpSync(k === "a" ? sourceImage : path.join(ROOT, "media/samples/two-shapes.png"), path.join(f(k), "photo.png"));
     }
     const runs = await Promise.all(
-      Array.from({ length: 8 }, (_, i) =>
-        new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-          const image = path.join(f(i % 2 ? "b" : "a"), "photo.png");
-          const c = spawn(process.execPath, [...TSX, CLI, "invert", image, "--prompt", "a red circle", "--model", TINY_MODEL, "--method", "ddim", "--steps", "2", "--out", out, "--json"], { cwd: ROOT });
-          let stdout = "";
-          let stderr = "";
-          c.stdout.on("data", (d) => (stdout += d));
-          c.stderr.on("data", (d) => (stderr += d));
-          c.on("exit", (code) => resolve({ code, stdout, stderr }));
-        }),
+      Array.from(
+        { length: 8 },
+        (_, i) =>
+          new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+            const image = path.join(f(i % 2 ? "b" : "a"), "photo.png");
+            const c = spawn(
+              process.execPath,
+              [...TSX, CLI, "invert", image, "--prompt", "a red circle", "--model", TINY_MODEL, "--method", "ddim", "--steps", "2", "--out", out, "--json"],
+              { cwd: ROOT },
+            );
+            let stdout = "";
+            let stderr = "";
+            c.stdout.on("data", (d) => (stdout += d));
+            c.stderr.on("data", (d) => (stderr += d));
+            c.on("exit", (code) => resolve({ code, stdout, stderr }));
+          }),
       ),
     );
     for (const r of runs) assert.equal(r.code, 0, r.stderr);
@@ -139,7 +145,11 @@ describe("2, 3, 7. only regular raster files are read", () => {
     symlinkSync("/dev/urandom", f("random.nti"));
     spawnSync("mkfifo", [f("fifo.png")]);
     // an 8000x8000 canvas with blur filters: seconds of rendering per megapixel if it were decoded
-    const blur = Array.from({ length: 40 }, (_, i) => `<filter id="b${i}"><feGaussianBlur stdDeviation="${50 + i}"/></filter><rect width="8000" height="8000" filter="url(#b${i})" fill="#${(i * 5).toString(16).padStart(2, "0")}3366"/>`).join("");
+    const blur = Array.from(
+      { length: 40 },
+      (_, i) =>
+        `<filter id="b${i}"><feGaussianBlur stdDeviation="${50 + i}"/></filter><rect width="8000" height="8000" filter="url(#b${i})" fill="#${(i * 5).toString(16).padStart(2, "0")}3366"/>`,
+    ).join("");
     writeFileSync(f("drawing.png"), `<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="8000" height="8000">${blur}</svg>`);
     writeFileSync(f("document.png"), "%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n");
   });
@@ -166,7 +176,10 @@ describe("2, 3, 7. only regular raster files are read", () => {
     await assert.rejects(loadMask(f("fifo.png"), 8), /the mask is a named pipe \(FIFO\), not a regular file/);
     await assert.rejects(loadMask(f("zero.png"), 8), /the mask is a character device/);
     await assert.rejects(loadMask(f("drawing.png"), 8), /an SVG drawing, not a raster image: the mask must be PNG/);
-    await assert.rejects(readArtifact(f("random.nti")), (e: Error) => e instanceof ArtifactError && /the artifact is a character device, not a regular file/.test(e.message));
+    await assert.rejects(
+      readArtifact(f("random.nti")),
+      (e: Error) => e instanceof ArtifactError && /the artifact is a character device, not a regular file/.test(e.message),
+    );
     await assert.rejects(readArtifact(f("fifo.png")), /the artifact is a named pipe \(FIFO\)/);
   });
 
@@ -205,11 +218,17 @@ describe("4. an artifact never chooses the model folder", () => {
     writeFileSync(file, encodeArtifact(a));
     const r = nti(["edit", file, "--prompt", "a blue circle"], work);
     assert.equal(r.code, 1, r.stdout);
-    assert.match(r.stderr, /evil.nti was made with model "[^"]+" \(nti.json sha256 [0-9a-f]{12}…\), which is none of the known models \(shapes-tiny\): pass --model/);
+    assert.match(
+      r.stderr,
+      /evil.nti was made with model "[^"]+" \(nti.json sha256 [0-9a-f]{12}…\), which is none of the known models \(shapes-tiny\): pass --model/,
+    );
     // the bundled model is known, but it is not the one: named with the match hint absent
     const wrong = nti(["edit", file, "--prompt", "a blue circle", "--model", SHAPES_MODEL], work);
     assert.equal(wrong.code, 1);
-    assert.match(wrong.stderr, /was made with model "[^"]+" .*not with the one at .*shapes-tiny: pass --model with the folder it was made with, or re-invert the image/);
+    assert.match(
+      wrong.stderr,
+      /was made with model "[^"]+" .*not with the one at .*shapes-tiny: pass --model with the folder it was made with, or re-invert the image/,
+    );
     // the folder it was really made with, given by the user, works
     const right = nti(["edit", file, "--prompt", "a blue circle", "--model", TINY_MODEL, "--out", path.join(work, "out"), "--json"], work);
     assert.equal(right.code, 0, right.stderr);
@@ -217,7 +236,19 @@ describe("4. an artifact never chooses the model folder", () => {
 
   test("an artifact of the bundled model edits without --model: found in models.json by its hash", () => {
     const out = f("bundled");
-    const inv = nti(["invert", path.join(ROOT, "media/samples/two-shapes.png"), "--prompt", "a blue circle and a green square on a gray background", "--method", "ddim", "--steps", "3", "--out", out, "--json"]);
+    const inv = nti([
+      "invert",
+      path.join(ROOT, "media/samples/two-shapes.png"),
+      "--prompt",
+      "a blue circle and a green square on a gray background",
+      "--method",
+      "ddim",
+      "--steps",
+      "3",
+      "--out",
+      out,
+      "--json",
+    ]);
     assert.equal(inv.code, 0, inv.stderr);
     const artifact = JSON.parse(inv.stdout).artifact as string;
     const a = decodeArtifact(new Uint8Array(readFileSync(artifact)));
@@ -233,7 +264,10 @@ describe("5. non-finite numbers and out-of-range model parameters", () => {
     const nan = structuredClone(tinyArtifact);
     nan.zT = Float32Array.from(nan.zT);
     nan.zT[7] = NaN;
-    assert.throws(() => decodeArtifact(encodeArtifact(nan)), (e: Error) => e instanceof ArtifactError && /tensor z_T holds NaN at index 7/.test(e.message));
+    assert.throws(
+      () => decodeArtifact(encodeArtifact(nan)),
+      (e: Error) => e instanceof ArtifactError && /tensor z_T holds NaN at index 7/.test(e.message),
+    );
     const inf = structuredClone(tinyArtifact);
     inf.nullEmbeddings = Float32Array.from(inf.nullEmbeddings);
     inf.nullEmbeddings[1234] = Infinity;
@@ -245,12 +279,22 @@ describe("5. non-finite numbers and out-of-range model parameters", () => {
     const session = await GraphSession.create(file, file);
     const m = JSON.parse(readFileSync(path.join(TINY_MODEL, "nti.json"), "utf8"));
     const [C, S, T, D] = [m.latent_channels, m.latent_size, m.tokenizer.max_length, m.text_hidden_size];
-    const feeds = (sample: Float32Array) => ({ sample: f32(sample, [1, C, S, S]), timestep: timestepFeed(500), encoder_hidden_states: f32(new Float32Array(T * D), [1, T, D]) });
+    const feeds = (sample: Float32Array) => ({
+      sample: f32(sample, [1, C, S, S]),
+      timestep: timestepFeed(500),
+      encoder_hidden_states: f32(new Float32Array(T * D), [1, T, D]),
+    });
     const withNan = new Float32Array(C * S * S);
     withNan[3] = NaN;
-    await assert.rejects(session.run(feeds(withNan)), (e: Error) => e instanceof NonFiniteError && /unet\/model.onnx: input sample holds NaN at index 3/.test(e.message));
+    await assert.rejects(
+      session.run(feeds(withNan)),
+      (e: Error) => e instanceof NonFiniteError && /unet\/model.onnx: input sample holds NaN at index 3/.test(e.message),
+    );
     const huge = new Float32Array(C * S * S).fill(3e38); // finite, but overflows inside the UNet
-    await assert.rejects(session.run(feeds(huge)), (e: Error) => e instanceof NonFiniteError && /unet\/model.onnx: output out_sample holds (NaN|-?Infinity) at index \d+/.test(e.message));
+    await assert.rejects(
+      session.run(feeds(huge)),
+      (e: Error) => e instanceof NonFiniteError && /unet\/model.onnx: output out_sample holds (NaN|-?Infinity) at index \d+/.test(e.message),
+    );
     await session.release();
   });
 
@@ -265,7 +309,10 @@ describe("5. non-finite numbers and out-of-range model parameters", () => {
     test(`manifest: ${name} is refused`, () => {
       const m = original();
       mutate(m);
-      assert.throws(() => validateManifest(m), (e: Error) => e instanceof ManifestError && expected.test(e.message));
+      assert.throws(
+        () => validateManifest(m),
+        (e: Error) => e instanceof ManifestError && expected.test(e.message),
+      );
     });
   }
 });
@@ -291,9 +338,17 @@ describe("8. model folder paths stay inside the folder and are all hashed", () =
     return d;
   };
   const cases: [string, (d: string, m: any) => void, RegExp][] = [
-    ["a ../ path", (_d, m) => (m.graphs.unet.file = "../tiny/model/unet/model.onnx"), /graphs.unet.file "..\/tiny\/model\/unet\/model.onnx": must not contain '..'/],
+    [
+      "a ../ path",
+      (_d, m) => (m.graphs.unet.file = "../tiny/model/unet/model.onnx"),
+      /graphs.unet.file "..\/tiny\/model\/unet\/model.onnx": must not contain '..'/,
+    ],
     ["an absolute path", (_d, m) => (m.tokenizer.file = "/etc/passwd"), /tokenizer.file "\/etc\/passwd": is an absolute path/],
-    ["a ../ key in files", (_d, m) => (m.files["../../etc/passwd"] = { sha256: "0".repeat(64), bytes: 1 }), /files\["..\/..\/etc\/passwd"\]: must not contain '..'/],
+    [
+      "a ../ key in files",
+      (_d, m) => (m.files["../../etc/passwd"] = { sha256: "0".repeat(64), bytes: 1 }),
+      /files\["..\/..\/etc\/passwd"\]: must not contain '..'/,
+    ],
     [
       "a graph not listed in files (tampered)",
       (d, m) => {
@@ -316,7 +371,10 @@ describe("8. model folder paths stay inside the folder and are all hashed", () =
   ];
   for (const [name, change, expected] of cases) {
     test(name, async () => {
-      await assert.rejects(Model.open(copy(name.replace(/\W+/g, "-"), change)), (e: Error) => e instanceof ModelError && oneLine(e) && expected.test(e.message));
+      await assert.rejects(
+        Model.open(copy(name.replace(/\W+/g, "-"), change)),
+        (e: Error) => e instanceof ModelError && oneLine(e) && expected.test(e.message),
+      );
     });
   }
 });
@@ -405,15 +463,25 @@ describe("12. header values checked like the CLI's flags", () => {
     const engine = await Engine.open(TINY_MODEL);
     try {
       const unknown = f("unknown-word.nti");
-      writeFileSync(unknown, withHeader((a) => (a.header.prompt = "a crimson circle")));
-      await assert.rejects(engine.edit(await readArtifact(unknown), { prompts: ["a red circle"] }), (e: Error) => e instanceof ArtifactError && e.message.startsWith(unknown) && /its prompt cannot be used: .*"crimson"/.test(e.message));
+      writeFileSync(
+        unknown,
+        withHeader((a) => (a.header.prompt = "a crimson circle")),
+      );
+      await assert.rejects(
+        engine.edit(await readArtifact(unknown), { prompts: ["a red circle"] }),
+        (e: Error) => e instanceof ArtifactError && e.message.startsWith(unknown) && /its prompt cannot be used: .*"crimson"/.test(e.message),
+      );
       const tokens = f("tokens.nti");
       const a = structuredClone(tinyArtifact);
       const D = a.dims.hidden;
       a.dims.tokens = 10;
       a.nullEmbeddings = a.nullEmbeddings.slice(0, (a.nullEmbeddings.length / (77 * D)) * 10 * D);
       writeFileSync(tokens, encodeArtifact(a));
-      await assert.rejects(engine.reconstruct(await readArtifact(tokens)), (e: Error) => e instanceof ArtifactError && e.message.startsWith(tokens) && /null_embeddings \[10, \d+\], source 64 px\) do not fit model/.test(e.message));
+      await assert.rejects(
+        engine.reconstruct(await readArtifact(tokens)),
+        (e: Error) =>
+          e instanceof ArtifactError && e.message.startsWith(tokens) && /null_embeddings \[10, \d+\], source 64 px\) do not fit model/.test(e.message),
+      );
     } finally {
       await engine.close();
     }
@@ -432,8 +500,10 @@ describe("13. model parameters that ask for nothing or for gigabytes", () => {
     test(name, () => {
       const m = original();
       mutate(m);
-      assert.throws(() => validateManifest(m), (e: Error) => e instanceof ManifestError && oneLine(e) && expected.test(e.message));
+      assert.throws(
+        () => validateManifest(m),
+        (e: Error) => e instanceof ManifestError && oneLine(e) && expected.test(e.message),
+      );
     });
   }
 });
-

@@ -31,18 +31,36 @@ const near = (a: number[], b: number[], tol = 3) => a.every((v, i) => Math.abs(v
 
 test("a wide image is centre-cropped to a square and resized", async () => {
   const file = path.join(dir, "wide.png");
-  await bands(file, 300, 100, [[255, 0, 0], [0, 255, 0], [0, 0, 255]]);
+  await bands(file, 300, 100, [
+    [255, 0, 0],
+    [0, 255, 0],
+    [0, 0, 255],
+  ]);
   const img = await loadImage(file, 64);
   assert.equal(img.rgb.length, 64 * 64 * 3);
   assert.deepEqual([img.width, img.height], [300, 100]);
-  for (const [x, y] of [[0, 0], [32, 32], [63, 63]]) assert.ok(near(pixel(img.rgb, 64, x, y), [0, 255, 0]), `pixel ${x},${y}`);
+  for (const [x, y] of [
+    [0, 0],
+    [32, 32],
+    [63, 63],
+  ])
+    assert.ok(near(pixel(img.rgb, 64, x, y), [0, 255, 0]), `pixel ${x},${y}`);
   assert.match(img.notes.join(";"), /centre-cropped/);
 });
 
 test("EXIF orientation is honoured", async () => {
   // 2:1, left half red, right half blue, tagged "rotate 90 clockwise": upright it is 1:2, red on top
   const file = path.join(dir, "rotated.jpg");
-  await bands(file, 200, 100, [[255, 0, 0], [0, 0, 255]], { orientation: 6 });
+  await bands(
+    file,
+    200,
+    100,
+    [
+      [255, 0, 0],
+      [0, 0, 255],
+    ],
+    { orientation: 6 },
+  );
   const img = await loadImage(file, 32);
   assert.deepEqual([img.width, img.height], [100, 200]);
   // the centre square of the upright image straddles the red/blue border horizontally
@@ -53,12 +71,17 @@ test("EXIF orientation is honoured", async () => {
 
 test("transparency is flattened onto white; grayscale becomes RGB", async () => {
   const file = path.join(dir, "alpha.png");
-  await sharp({ create: { width: 16, height: 16, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } }).png().toFile(file);
+  await sharp({ create: { width: 16, height: 16, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } })
+    .png()
+    .toFile(file);
   const img = await loadImage(file, 16);
   assert.ok(img.rgb.every((v) => v === 255));
   assert.match(img.notes.join(";"), /transparency/);
   const gray = path.join(dir, "gray.png");
-  await sharp({ create: { width: 16, height: 16, channels: 3, background: { r: 90, g: 90, b: 90 } } }).toColourspace("b-w").png().toFile(gray);
+  await sharp({ create: { width: 16, height: 16, channels: 3, background: { r: 90, g: 90, b: 90 } } })
+    .toColourspace("b-w")
+    .png()
+    .toFile(gray);
   const g = await loadImage(gray, 16);
   assert.ok(near(pixel(g.rgb, 16, 5, 5), [90, 90, 90], 1));
 });
@@ -69,8 +92,15 @@ test("bad files give one clear ImageError naming the file", async () => {
   const text = path.join(dir, "notes.png");
   writeFileSync(text, "this is not an image\n");
   const missing = path.join(dir, "missing.png");
-  for (const [file, pattern] of [[empty, /is empty/], [text, /not an image/], [missing, /cannot read it \(ENOENT\)/]] as const) {
-    await assert.rejects(loadImage(file, 64), (e: Error) => e instanceof ImageError && e.message.startsWith(file) && pattern.test(e.message) && !e.message.includes("\n"));
+  for (const [file, pattern] of [
+    [empty, /is empty/],
+    [text, /not an image/],
+    [missing, /cannot read it \(ENOENT\)/],
+  ] as const) {
+    await assert.rejects(
+      loadImage(file, 64),
+      (e: Error) => e instanceof ImageError && e.message.startsWith(file) && pattern.test(e.message) && !e.message.includes("\n"),
+    );
   }
 });
 

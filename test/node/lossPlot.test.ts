@@ -25,9 +25,7 @@ function synthetic(n = N): LossPlotInput {
   const threshold = timesteps.map((_, i) => 1e-5 + i * 2e-5);
   const innerIterations = timesteps.map((_, i) => (i < 12 || i % 9 === 0 ? K : 1 + ((i * 3) % 6)));
   const firstLoss = timesteps.map((_, i) => 3e-3 * Math.exp(-i / 15) + 2e-4);
-  const finalLoss = firstLoss.map((f, i) =>
-    innerIterations[i] === K ? Math.max(threshold[i] * 1.5, f / 40) : threshold[i] * 0.7,
-  );
+  const finalLoss = firstLoss.map((f, i) => (innerIterations[i] === K ? Math.max(threshold[i] * 1.5, f / 40) : threshold[i] * 0.7));
   return {
     title: "null-text inversion: a red circle on a white background",
     timesteps,
@@ -170,10 +168,17 @@ test("writeLossPlot: a failed write leaves no temp file behind", async (t) => {
   await fs.writeFile(path.join(pngPath, "keep"), "x");
   await assert.rejects(writeLossPlot(synthetic(), pngPath));
   const left = (await fs.readdir(dir)).sort();
-  assert.deepEqual(left.filter((f) => f.endsWith(".tmp")), [], `no temp files: ${left.join(", ")}`);
+  assert.deepEqual(
+    left.filter((f) => f.endsWith(".tmp")),
+    [],
+    `no temp files: ${left.join(", ")}`,
+  );
 
   await assert.rejects(writeLossPlot(synthetic(), path.join(dir, "missing", "x.png")), /ENOENT/);
-  assert.deepEqual((await fs.readdir(dir)).filter((f) => f.endsWith(".tmp")), []);
+  assert.deepEqual(
+    (await fs.readdir(dir)).filter((f) => f.endsWith(".tmp")),
+    [],
+  );
 });
 
 test("renderLossPlotSvg: escapes the title, tolerates odd values, rejects mismatched lengths", async () => {

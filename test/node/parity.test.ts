@@ -109,7 +109,10 @@ describe("null-text optimisation", () => {
     const pivots = Array.from({ length: S + 1 }, (_, i) => fx.row("pivots", i));
     const counted = new Run(model, model.scheduler(S));
     const nt = await nullTextOptimization(counted, pivots, fx.f32("cond_embedding"), fx.f32("uncond_embedding"), settings);
-    assert.deepEqual(nt.records.map((r) => r.losses.length), fx.meta.losses.map((l) => l.length));
+    assert.deepEqual(
+      nt.records.map((r) => r.losses.length),
+      fx.meta.losses.map((l) => l.length),
+    );
     // the reference counts 500 backward passes; the engine runs one gradient call per inner iteration
     assert.equal(counted.unetBackward, fx.meta.unet_backward);
     const rec = await sample(counted, pivots[S], fx.f32("cond_embedding"), (i) => nt.nullEmbeddings[i], settings.guidance);
@@ -140,19 +143,25 @@ describe("null-text schedules (exporter/schedule_fixtures.py)", () => {
         nullInit: v.null_init,
       });
       const expected: number[][] = variant.losses;
-      assert.deepEqual(nt.records.map((r) => r.losses.length), expected.map((l) => l.length), "inner iterations per step");
+      assert.deepEqual(
+        nt.records.map((r) => r.losses.length),
+        expected.map((l) => l.length),
+        "inner iterations per step",
+      );
       // Both count the cond pass and one forward + backward per gradient. After a notebook loop the reference
       // runs the batch-2 pass whose cond half is already known; the engine runs only its uncond half. The
       // lean loop adds no pass on either side.
       assert.equal(counted.unetForward, variant.unet_forward - (v.inner_loop === "notebook" ? S : 0));
       assert.equal(counted.unetBackward, variant.unet_backward);
-      const stackedNulls = (tensors[`${name}_null_embeddings`].data as Float32Array);
+      const stackedNulls = tensors[`${name}_null_embeddings`].data as Float32Array;
       const rowLength = stackedNulls.length / S;
       let embWorst = 0;
       nt.nullEmbeddings.forEach((e, i) => (embWorst = Math.max(embWorst, maxAbsError(e, stackedNulls.subarray(i * rowLength, (i + 1) * rowLength)))));
       const lossWorst = Math.max(...nt.records.map((r, i) => relativeError(r.losses, expected[i])));
       const recErr = relativeError(nt.reconstruction, tensors[`${name}_final_latent`].data as Float32Array);
-      t.diagnostic(`loss rel ${lossWorst.toExponential(2)}, worst null embedding abs ${embWorst.toExponential(2)}, reconstruction latent rel ${recErr.toExponential(2)}`);
+      t.diagnostic(
+        `loss rel ${lossWorst.toExponential(2)}, worst null embedding abs ${embWorst.toExponential(2)}, reconstruction latent rel ${recErr.toExponential(2)}`,
+      );
       assert.ok(lossWorst < 1e-3, `loss error ${lossWorst}`);
       checkTrajectory(`null-text reconstruction (${name})`, recErr, TOL.trajectory_latent_rel);
     });

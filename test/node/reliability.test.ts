@@ -49,16 +49,27 @@ describe("images", () => {
     huge.writeUInt32BE(30000, 16); // IHDR width
     huge.writeUInt32BE(30000, 20); // IHDR height
     writeFileSync(f("huge.png"), huge);
-    await sharp({ create: { width: 1, height: 1, channels: 3, background: "#0000ff" } }).png().toFile(f("one.png"));
+    await sharp({ create: { width: 1, height: 1, channels: 3, background: "#0000ff" } })
+      .png()
+      .toFile(f("one.png"));
     await base.clone().toColourspace("rgb16").png().toFile(f("16bit.png"));
     await base.clone().toColourspace("b-w").png().toFile(f("gray.png"));
     await base.clone().toColourspace("cmyk").jpeg().toFile(f("cmyk.jpg"));
-    await sharp({ create: { width: 40, height: 40, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } }).png().toFile(f("alpha.png"));
+    await sharp({ create: { width: 40, height: 40, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } })
+      .png()
+      .toFile(f("alpha.png"));
     await base.clone().withMetadata({ orientation: 6 }).jpeg().toFile(f("rotated.jpg"));
-    const frame = (c: string) => sharp({ create: { width: 32, height: 32, channels: 3, background: c } }).png().toBuffer();
+    const frame = (c: string) =>
+      sharp({ create: { width: 32, height: 32, channels: 3, background: c } })
+        .png()
+        .toBuffer();
     const frames = [await frame("#404040"), await frame("#c0c0c0")];
-    await sharp(frames, { join: { animated: true } }).gif().toFile(f("animated.gif"));
-    await sharp(frames, { join: { animated: true } }).webp().toFile(f("animated.webp"));
+    await sharp(frames, { join: { animated: true } })
+      .gif()
+      .toFile(f("animated.gif"));
+    await sharp(frames, { join: { animated: true } })
+      .webp()
+      .toFile(f("animated.webp"));
     await base.clone().png().toFile(f("a päth with spaces – ü.png"));
   });
 
@@ -82,7 +93,10 @@ describe("images", () => {
   for (const [name, expect] of cases) {
     test(name, async () => {
       if (expect instanceof RegExp) {
-        await assert.rejects(loadImage(f(name), 64), (e: Error) => e instanceof ImageError && oneLine(e) && e.message.startsWith(f(name)) && expect.test(e.message));
+        await assert.rejects(
+          loadImage(f(name), 64),
+          (e: Error) => e instanceof ImageError && oneLine(e) && e.message.startsWith(f(name)) && expect.test(e.message),
+        );
         return;
       }
       const img = await loadImage(f(name), 64);
@@ -90,7 +104,10 @@ describe("images", () => {
       if (expect.note) assert.match(img.notes.join(" | "), expect.note);
       if (expect.pixel) {
         const px = Array.from(img.rgb.subarray(32 * 64 * 3 + 96, 32 * 64 * 3 + 99));
-        assert.ok(px.every((v, i) => Math.abs(v - expect.pixel![i]) <= 3), `centre pixel ${px}`);
+        assert.ok(
+          px.every((v, i) => Math.abs(v - expect.pixel![i]) <= 3),
+          `centre pixel ${px}`,
+        );
       }
     });
   }
@@ -104,7 +121,10 @@ describe("prompts and model folders", () => {
   after(() => engine.close());
 
   test("empty, too long, emoji and unknown words", () => {
-    assert.throws(() => engine.checkPrompt("   "), (e: Error) => e instanceof PromptError && /the prompt is empty/.test(e.message));
+    assert.throws(
+      () => engine.checkPrompt("   "),
+      (e: Error) => e instanceof PromptError && /the prompt is empty/.test(e.message),
+    );
     const long = Array.from({ length: 90 }, () => "red").join(" ");
     assert.deepEqual(engine.checkPrompt(long), ["the prompt is longer than 77 tokens: only its first 75 tokens are used"]);
     assert.throws(() => engine.checkPrompt("a red circle 🎈"), /does not know the word "🎈"/);
@@ -119,7 +139,11 @@ describe("prompts and model folders", () => {
     manifest.graphs.unet.inputs[0].shape = ["batch", 4, 32, 32];
     writeFileSync(path.join(d, "nti.json"), JSON.stringify(manifest));
     const model = await Model.open(d);
-    await assert.rejects(model.graph("unet"), (e: Error) => e instanceof ModelError && oneLine(e) && /input "sample" has shape \[batch, 4, 16, 16\], nti.json says \[batch, 4, 32, 32\]/.test(e.message));
+    await assert.rejects(
+      model.graph("unet"),
+      (e: Error) =>
+        e instanceof ModelError && oneLine(e) && /input "sample" has shape \[batch, 4, 16, 16\], nti.json says \[batch, 4, 32, 32\]/.test(e.message),
+    );
     await model.release();
   });
 });
@@ -163,7 +187,10 @@ describe("fuzzing the parsers", () => {
         decodeArtifact(bytes);
         counts.accepted += 1;
       } catch (error) {
-        assert.ok((error instanceof ArtifactError || error instanceof SafetensorsError) && oneLine(error), `mutation ${i} (${kind}) crashed the reader: ${error}`);
+        assert.ok(
+          (error instanceof ArtifactError || error instanceof SafetensorsError) && oneLine(error),
+          `mutation ${i} (${kind}) crashed the reader: ${error}`,
+        );
         counts.rejected += 1;
         if (kind === 6 && /holds (NaN|-?Infinity) at index/.test((error as Error).message)) counts.nonFiniteRejected += 1;
       }
@@ -227,10 +254,19 @@ describe("fuzzing the parsers", () => {
       }
       counts.valid += 1;
       // what is accepted is safe: every file it names is a plain relative path listed with its hash
-      const named = [accepted.tokenizer.file, ...Object.values(accepted.graphs).flatMap((g) => [g!.file, ...(g!.external_data ? [path.posix.join(path.posix.dirname(g!.file), g!.external_data)] : [])])];
+      const named = [
+        accepted.tokenizer.file,
+        ...Object.values(accepted.graphs).flatMap((g) => [
+          g!.file,
+          ...(g!.external_data ? [path.posix.join(path.posix.dirname(g!.file), g!.external_data)] : []),
+        ]),
+      ];
       for (const file of [...named, ...Object.keys(accepted.files)]) assert.equal(relativePathProblem(file), null, `mutation ${i} accepted the path ${file}`);
       for (const file of named) assert.ok(file in accepted.files, `mutation ${i} accepted the unlisted ${file}`);
-      assert.ok(accepted.scheduler.beta_start > 0 && accepted.vae_scaling_factor > 0 && accepted.attention.map_resolution >= 1 && accepted.tokenizer.max_length <= 1024, `mutation ${i} accepted a parameter out of range`);
+      assert.ok(
+        accepted.scheduler.beta_start > 0 && accepted.vae_scaling_factor > 0 && accepted.attention.map_resolution >= 1 && accepted.tokenizer.max_length <= 1024,
+        `mutation ${i} accepted a parameter out of range`,
+      );
     }
     process.stdout.write(`# manifest fuzzing: ${JSON.stringify(counts)}\n`);
     // many mutations stay valid (a different string where any string will do); none may crash
@@ -294,7 +330,10 @@ describe("cancellation at random steps", () => {
       const editStep = 1 + Math.floor(rand() * 9);
       const editController = new AbortController();
       await assert.rejects(
-        client.edit({ modelDir: TINY_MODEL, artifactPath: done.artifact, outDir: editOut, prompts: ["a blue circle on a white background"] }, { signal: editController.signal, onProgress: (p) => p.step === editStep && editController.abort() }),
+        client.edit(
+          { modelDir: TINY_MODEL, artifactPath: done.artifact, outDir: editOut, prompts: ["a blue circle on a white background"] },
+          { signal: editController.signal, onProgress: (p) => p.step === editStep && editController.abort() },
+        ),
         { name: "AbortError" },
       );
       assert.ok(!existsSync(editOut) || readdirSync(editOut).length === 0, "files left after cancelling an edit");
@@ -337,18 +376,30 @@ describe("output failures", () => {
   test("a read-only output folder: clear error, nothing written, source untouched", async () => {
     const out = path.join(dir, "read-only");
     const before = sha(image);
-    await withFailingOpen(() => errno("EROFS"), async () => {
-      await assert.rejects(saveInversion(out, image, result), (e: Error) => e instanceof OutputError && oneLine(e) && /EROFS; nothing was saved/.test(e.message));
-    });
+    await withFailingOpen(
+      () => errno("EROFS"),
+      async () => {
+        await assert.rejects(
+          saveInversion(out, image, result),
+          (e: Error) => e instanceof OutputError && oneLine(e) && /EROFS; nothing was saved/.test(e.message),
+        );
+      },
+    );
     assert.deepEqual(readdirSync(out), []);
     assert.equal(sha(image), before);
   });
 
   test("the disk fills up during the third file: earlier files removed, no temp files", async () => {
     const out = path.join(dir, "full");
-    await withFailingOpen((call) => (call >= 3 ? errno("ENOSPC") : null), async () => {
-      await assert.rejects(saveInversion(out, image, result), (e: Error) => e instanceof OutputError && /the disk is full; nothing was saved/.test(e.message));
-    });
+    await withFailingOpen(
+      (call) => (call >= 3 ? errno("ENOSPC") : null),
+      async () => {
+        await assert.rejects(
+          saveInversion(out, image, result),
+          (e: Error) => e instanceof OutputError && /the disk is full; nothing was saved/.test(e.message),
+        );
+      },
+    );
     assert.deepEqual(readdirSync(out), []);
   });
 

@@ -14,12 +14,27 @@ const valid = { method: "nulltext", steps: 50, guidance: 7.5, pairing: "consiste
 
 test("every method has its metadata; only null-text needs the gradient graph and records a loss", () => {
   assert.deepEqual(METHODS, ["nulltext", "npi", "direct", "ddim", "edict"]);
-  assert.deepEqual(METHODS.filter((m) => !METHOD_INFO[m].pivots), ["edict"]);
-  assert.deepEqual(METHODS.filter((m) => METHOD_INFO[m].coupledLatent), ["edict"]);
-  assert.deepEqual(METHODS.filter((m) => !METHOD_INFO[m].promptToPrompt), ["edict"]);
-  assert.deepEqual(METHODS.filter((m) => METHOD_INFO[m].lossTrace), ["nulltext"]);
+  assert.deepEqual(
+    METHODS.filter((m) => !METHOD_INFO[m].pivots),
+    ["edict"],
+  );
+  assert.deepEqual(
+    METHODS.filter((m) => METHOD_INFO[m].coupledLatent),
+    ["edict"],
+  );
+  assert.deepEqual(
+    METHODS.filter((m) => !METHOD_INFO[m].promptToPrompt),
+    ["edict"],
+  );
+  assert.deepEqual(
+    METHODS.filter((m) => METHOD_INFO[m].lossTrace),
+    ["nulltext"],
+  );
   assert.deepEqual(METHOD_INFO.nulltext.extraGraphs, ["null_text_grad"]);
-  assert.deepEqual(METHODS.filter((m) => METHOD_INFO[m].directOffsets), ["direct"]);
+  assert.deepEqual(
+    METHODS.filter((m) => METHOD_INFO[m].directOffsets),
+    ["direct"],
+  );
   assert.equal(methodLabel("direct"), "Direct Inversion");
   assert.equal(methodLabel("edict-from-the-future"), "edict-from-the-future");
 });
@@ -47,7 +62,11 @@ test("one reweight syntax for the CLI and the panel: red=3=4 is refused by both"
   assert.deepEqual(parseReweight("red=3, big = -1"), { red: 3, big: -1 });
   for (const bad of ["red=3=4", "red=", "=3", "red=x", "red"]) assert.throws(() => parseReweight(bad), /reweight takes word=factor/);
   assert.deepEqual(parseWords("square, circle  background"), ["square", "circle", "background"]);
-  const r = spawnSync(process.execPath, ["--import", "tsx", path.join(ROOT, "src/cli/nti.ts"), "edit", "x.nti", "--prompt", "a red circle", "--reweight", "red=3=4"], { cwd: ROOT, encoding: "utf8" });
+  const r = spawnSync(
+    process.execPath,
+    ["--import", "tsx", path.join(ROOT, "src/cli/nti.ts"), "edit", "x.nti", "--prompt", "a red circle", "--reweight", "red=3=4"],
+    { cwd: ROOT, encoding: "utf8" },
+  );
   assert.equal(r.status, 1);
   assert.match(r.stderr, /^nti: --reweight takes word=factor, got "red=3=4"/);
 });

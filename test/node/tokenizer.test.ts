@@ -83,7 +83,10 @@ for (const [name, reference] of Object.entries(expected.tokenizers)) {
     const prompts = reference.cases.slice(0, 4).map((c) => c.prompt);
     const batch = tokenizer.encodeBatch(prompts);
     assert.equal(batch.length, prompts.length * tokenizer.maxLength);
-    assert.deepEqual(asNumbers(batch), reference.cases.slice(0, 4).flatMap((c) => c.ids));
+    assert.deepEqual(
+      asNumbers(batch),
+      reference.cases.slice(0, 4).flatMap((c) => c.ids),
+    );
     assert.equal(tokenizer.encodeBatch([]).length, 0);
   });
 }

@@ -31,7 +31,10 @@ let edited: HostToWebview;
 /** Serves dist/ and the results folder; the page is the panel's HTML with its CSP. */
 function serve(): Promise<void> {
   // the extension's own panel HTML and CSP ('self' stands for the webview's resource origin)
-  const page = panelHtml("'self'", "/dist/webview.js", "/dist/webview.css", "dGVzdG5vbmNl").replace("</head>", '<link rel="stylesheet" href="/theme.css"></head>');
+  const page = panelHtml("'self'", "/dist/webview.js", "/dist/webview.css", "dGVzdG5vbmNl").replace(
+    "</head>",
+    '<link rel="stylesheet" href="/theme.css"></head>',
+  );
   // a dark theme's variables, as VS Code injects them into webviews
   const theme = `:root{--vscode-foreground:#cccccc;--vscode-editor-background:#1e1e1e;--vscode-descriptionForeground:#9d9d9d;--vscode-panel-border:#3c3c3c;--vscode-errorForeground:#f48771;--vscode-focusBorder:#007fd4;--vscode-button-secondaryForeground:#ffffff;--vscode-button-secondaryBackground:#3a3d41;--vscode-font-family:sans-serif;--vscode-font-size:13px}`;
   server = createServer((req, res) => {
@@ -44,11 +47,13 @@ function serve(): Promise<void> {
     if (!file || !existsSync(file)) return res.writeHead(404).end();
     res.writeHead(200, { "content-type": types[path.extname(file)] ?? "application/octet-stream" }).end(readFileSync(file));
   });
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => {
-    const address = server.address();
-    base = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}`;
-    resolve();
-  }));
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      base = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}`;
+      resolve();
+    }),
+  );
 }
 
 before(async () => {
@@ -110,7 +115,10 @@ before(async () => {
   page.on("pageerror", (e) => errors.push(e.message));
   page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
   // page code is passed as strings: tsx's transform would add helpers the browser does not have
-  await page.addInitScript({ content: "window.posted = []; window.state = null; window.acquireVsCodeApi = () => ({ postMessage: (m) => window.posted.push(m), setState: (s) => { window.state = s; } });" });
+  await page.addInitScript({
+    content:
+      "window.posted = []; window.state = null; window.acquireVsCodeApi = () => ({ postMessage: (m) => window.posted.push(m), setState: (s) => { window.state = s; } });",
+  });
   await page.goto(base);
   await waitFor("window.posted.some((m) => m.type === 'ready')").catch((e: Error) => {
     throw new Error(`${e.message}: ${errors.join("; ")}`);
@@ -139,7 +147,16 @@ const setField = (id: string, value: string) => page.evaluate(`document.getEleme
 
 test("the loss plot grows one point per finished timestep while the inversion runs", async () => {
   const h = inverted as Extract<HostToWebview, { type: "inverted" }>;
-  await send({ type: "session", title: "two-shapes.png", prompt: "a blue circle and a green square on a gray background", method: "null-text", lossTrace: true, totalSteps: 25, running: true, editable: false });
+  await send({
+    type: "session",
+    title: "two-shapes.png",
+    prompt: "a blue circle and a green square on a gray background",
+    method: "null-text",
+    lossTrace: true,
+    totalSteps: 25,
+    running: true,
+    editable: false,
+  });
   for (const [i, record] of h.steps.slice(0, 7).entries()) {
     await send({ type: "progress", phase: "optimize", step: i + 1, total: 25, timestep: record.timestep, record });
   }
@@ -188,7 +205,13 @@ test("the edit form posts a well-formed edit request with the painted mask", asy
   const captions = await page.locator(".history figcaption").allInnerTexts();
   assert.match(captions[0], /edit: a blue circle and a yellow square/);
   assert.match(captions[1], /what changed: .*\n.*\d+\.\d% of pixels changed/s);
-  assert.match(await page.locator(".attention .status").innerText().catch(() => ""), /Hover or click|the edit/);
+  assert.match(
+    await page
+      .locator(".attention .status")
+      .innerText()
+      .catch(() => ""),
+    /Hover or click|the edit/,
+  );
   // "Edit again from this" fills the form with the edit's parameters
   await setField("edit-blend", "");
   const started = performance.now();
@@ -203,7 +226,11 @@ async function screenshots(): Promise<void> {
   await page.locator(".attention .word", { hasText: "square" }).click(); // pinned: its map stays on the image
   await page.evaluate("window.scrollTo(0, 0)");
   await page.screenshot({ path: path.join(ROOT, "media/panel.png"), fullPage: true });
-  for (const [name, width, theme] of [["dark", 1100, null], ["light", 1100, LIGHT_THEME], ["narrow", 526, LIGHT_THEME]] as const) {
+  for (const [name, width, theme] of [
+    ["dark", 1100, null],
+    ["light", 1100, LIGHT_THEME],
+    ["narrow", 526, LIGHT_THEME],
+  ] as const) {
     if (theme) await setTheme(theme);
     await page.setViewportSize({ width, height: 1150 });
     await new Promise((r) => setTimeout(r, 300));
@@ -214,14 +241,18 @@ async function screenshots(): Promise<void> {
   process.stdout.write(`# screenshots: ${dir}/panel-{dark,light,narrow}.png\n`);
 }
 
-const DARK_THEME = "--vscode-foreground:#cccccc;--vscode-editor-background:#1e1e1e;--vscode-descriptionForeground:#9d9d9d;--vscode-panel-border:#3c3c3c;--vscode-charts-foreground:#cccccc;--vscode-charts-blue:#3794ff;--vscode-charts-green:#89d185;--vscode-charts-orange:#d18616";
-const LIGHT_THEME = "--vscode-foreground:#3b3b3b;--vscode-editor-background:#ffffff;--vscode-descriptionForeground:#717171;--vscode-panel-border:#e5e5e5;--vscode-charts-foreground:#616161;--vscode-charts-blue:#1a85ff;--vscode-charts-green:#388a34;--vscode-charts-orange:#d18616;--vscode-button-secondaryForeground:#3b3b3b;--vscode-button-secondaryBackground:#e5e5e5;--vscode-input-background:#ffffff;--vscode-input-foreground:#3b3b3b;--vscode-input-border:#cecece;--vscode-dropdown-background:#ffffff;--vscode-dropdown-foreground:#3b3b3b;--vscode-dropdown-border:#cecece;--vscode-settings-textInputBackground:#ffffff;--vscode-settings-textInputForeground:#3b3b3b;--vscode-settings-textInputBorder:#cecece;--vscode-settings-dropdownBackground:#ffffff;--vscode-settings-dropdownForeground:#3b3b3b;--vscode-settings-dropdownBorder:#cecece";
+const DARK_THEME =
+  "--vscode-foreground:#cccccc;--vscode-editor-background:#1e1e1e;--vscode-descriptionForeground:#9d9d9d;--vscode-panel-border:#3c3c3c;--vscode-charts-foreground:#cccccc;--vscode-charts-blue:#3794ff;--vscode-charts-green:#89d185;--vscode-charts-orange:#d18616";
+const LIGHT_THEME =
+  "--vscode-foreground:#3b3b3b;--vscode-editor-background:#ffffff;--vscode-descriptionForeground:#717171;--vscode-panel-border:#e5e5e5;--vscode-charts-foreground:#616161;--vscode-charts-blue:#1a85ff;--vscode-charts-green:#388a34;--vscode-charts-orange:#d18616;--vscode-button-secondaryForeground:#3b3b3b;--vscode-button-secondaryBackground:#e5e5e5;--vscode-input-background:#ffffff;--vscode-input-foreground:#3b3b3b;--vscode-input-border:#cecece;--vscode-dropdown-background:#ffffff;--vscode-dropdown-foreground:#3b3b3b;--vscode-dropdown-border:#cecece;--vscode-settings-textInputBackground:#ffffff;--vscode-settings-textInputForeground:#3b3b3b;--vscode-settings-textInputBorder:#cecece;--vscode-settings-dropdownBackground:#ffffff;--vscode-settings-dropdownForeground:#3b3b3b;--vscode-settings-dropdownBorder:#cecece";
 
 /** What VS Code does on a theme switch: new variables set on the root element's style (through the CSSOM, which the CSP allows) and a new body class. */
 async function setTheme(variables: string): Promise<void> {
   const light = variables === LIGHT_THEME;
   const pairs = variables.split(";").map((v) => v.split(":"));
-  await page.evaluate(`for (const [k, v] of ${JSON.stringify(pairs)}) document.documentElement.style.setProperty(k, v); document.body.className = ${JSON.stringify(light ? "vscode-light" : "vscode-dark")};`);
+  await page.evaluate(
+    `for (const [k, v] of ${JSON.stringify(pairs)}) document.documentElement.style.setProperty(k, v); document.body.className = ${JSON.stringify(light ? "vscode-light" : "vscode-dark")};`,
+  );
   await new Promise((r) => setTimeout(r, 100));
 }
 
@@ -252,26 +283,43 @@ test("zoom: 1:1 shows the image's own pixels, 8x eight times them, and each imag
   await page.locator(".zoom button", { hasText: "1:1" }).click();
   assert.equal(await page.evaluate("document.querySelector('figure img').clientWidth"), 64);
   await page.locator(".zoom button", { hasText: "Fit" }).click();
-  assert.match((await page.locator("figcaption").first().innerText()), /64×64 px/);
+  assert.match(await page.locator("figcaption").first().innerText(), /64×64 px/);
 });
 
 test("accessibility: axe-core finds no serious or critical violation, and every control is reachable by keyboard", async () => {
   // evaluated through the debugging protocol: the panel's CSP (rightly) admits no script tag
   await page.evaluate(readFileSync(path.join(ROOT, "node_modules/axe-core/axe.min.js"), "utf8"));
-  const result = (await page.evaluate("axe.run(document, { resultTypes: ['violations'] })")) as { violations: { id: string; impact: string; nodes: { target: string[] }[] }[] };
+  const result = (await page.evaluate("axe.run(document, { resultTypes: ['violations'] })")) as {
+    violations: { id: string; impact: string; nodes: { target: string[] }[] }[];
+  };
   const serious = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
   process.stdout.write(`# axe-core: ${result.violations.length} violations (${result.violations.map((v) => `${v.id}:${v.impact}`).join(", ") || "none"})\n`);
-  assert.deepEqual(serious.map((v) => `${v.id} at ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`), []);
+  assert.deepEqual(
+    serious.map((v) => `${v.id} at ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`),
+    [],
+  );
   // the brush paints from the keyboard
   await page.locator("canvas.brush").focus();
   for (const key of ["ArrowRight", "ArrowRight", "ArrowDown", " "]) await page.keyboard.press(key);
   await page.locator("#edit-run").click();
   const edits = ((await posted()) as { type: string; request?: { mask: { values: number[] } | null } }[]).filter((m) => m.type === "edit");
-  assert.ok(edits[edits.length - 1].request?.mask?.values.some((v) => v === 1), "a mask painted with the keyboard travels");
+  assert.ok(
+    edits[edits.length - 1].request?.mask?.values.some((v) => v === 1),
+    "a mask painted with the keyboard travels",
+  );
 });
 
 test("a run that fails after an inversion leaves nothing of it: no attention, no edit form, no history, no reveal", async () => {
-  await send({ type: "session", title: "other.png", prompt: "a red circle", method: "null-text", lossTrace: true, totalSteps: 25, running: true, editable: false });
+  await send({
+    type: "session",
+    title: "other.png",
+    prompt: "a red circle",
+    method: "null-text",
+    lossTrace: true,
+    totalSteps: 25,
+    running: true,
+    editable: false,
+  });
   await send({ type: "failed", message: "other.png: not an image", scope: "run" });
   assert.equal(await page.locator("figure").count(), 0);
   assert.equal(await page.locator(".word").count(), 0);
@@ -279,17 +327,37 @@ test("a run that fails after an inversion leaves nothing of it: no attention, no
   assert.ok(await page.locator(".edits").isHidden(), "the history is hidden");
   assert.ok(await page.locator("vscode-button", { hasText: "Reveal artifact" }).isHidden());
   // an edit error stays only until the next success
-  await send({ type: "session", title: "two-shapes.png", prompt: "a blue circle and a green square on a gray background", method: "null-text", lossTrace: true, totalSteps: 25, running: false, editable: true });
+  await send({
+    type: "session",
+    title: "two-shapes.png",
+    prompt: "a blue circle and a green square on a gray background",
+    method: "null-text",
+    lossTrace: true,
+    totalSteps: 25,
+    running: false,
+    editable: true,
+  });
   await send(inverted);
   await send({ type: "failed", message: "Edit failed: unknown word", scope: "edit" });
   assert.match(await page.locator(".edit-form .error").innerText(), /unknown word/);
-  assert.equal(await page.evaluate("document.getElementById('edit-prompt').value"), "a blue circle and a green square on a gray background", "the edit prompt starts from the new source prompt");
+  assert.equal(
+    await page.evaluate("document.getElementById('edit-prompt').value"),
+    "a blue circle and a green square on a gray background",
+    "the edit prompt starts from the new source prompt",
+  );
   await send(edited);
   assert.equal(await page.locator(".edit-form .error").innerText(), "");
 });
 
 test("forged or malformed messages are rejected by the host's validator", () => {
-  for (const bad of [null, 3, { type: "edit" }, { type: "saveImage", id: "../../etc/passwd" }, { type: "edit", request: { prompt: "x", mode: "auto", cross: 2, self: 0, reweight: "", blend: "", mask: null } }, { type: "readFile", path: "/etc/passwd" }]) {
+  for (const bad of [
+    null,
+    3,
+    { type: "edit" },
+    { type: "saveImage", id: "../../etc/passwd" },
+    { type: "edit", request: { prompt: "x", mode: "auto", cross: 2, self: 0, reweight: "", blend: "", mask: null } },
+    { type: "readFile", path: "/etc/passwd" },
+  ]) {
     assert.equal(parseWebviewMessage(bad), null, JSON.stringify(bad));
   }
 });

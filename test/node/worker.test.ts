@@ -54,10 +54,17 @@ test("invert in the worker, cancel one mid-way, then run again", async () => {
 test("an invert job can bring the source prompt's attention maps", async () => {
   const imagePath = path.join(dir, "image.png");
   const summary = await client.invert({
-    modelDir: TINY_MODEL, imagePath, prompt: "a red circle on a white background", settings: { steps: 5, innerSteps: 2 },
-    outDir: path.join(dir, "attention"), withAttention: true,
+    modelDir: TINY_MODEL,
+    imagePath,
+    prompt: "a red circle on a white background",
+    settings: { steps: 5, innerSteps: 2 },
+    outDir: path.join(dir, "attention"),
+    withAttention: true,
   });
   assert.ok(summary.attention);
-  assert.deepEqual(summary.attention.prompts[0].tokens.map((t) => t.token), ["a", "red", "circle", "on", "a", "white", "background"]);
+  assert.deepEqual(
+    summary.attention.prompts[0].tokens.map((t) => t.token),
+    ["a", "red", "circle", "on", "a", "white", "background"],
+  );
   assert.equal(summary.attention.prompts[0].tokens[0].map.length, summary.attention.resolution ** 2);
 });

@@ -32,7 +32,15 @@ function checkPrediction(run: Run): void {
 }
 
 /** The coupled generation from (x_T, y_T) with one prompt; x_0. */
-async function generate(run: Run, xT: Float32Array, yT: Float32Array, cond: Float32Array, uncond: Float32Array, guidance: number, p = EDICT_MIX): Promise<Float32Array> {
+async function generate(
+  run: Run,
+  xT: Float32Array,
+  yT: Float32Array,
+  cond: Float32Array,
+  uncond: Float32Array,
+  guidance: number,
+  p = EDICT_MIX,
+): Promise<Float32Array> {
   const timesteps = run.scheduler.timesteps;
   let x = xT;
   let y = yT;

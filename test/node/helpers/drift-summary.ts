@@ -3,5 +3,10 @@ import { readFileSync } from "node:fs";
 import { driftLine } from "./fixtures";
 
 const file = process.env.NTI_DRIFT_FILE;
-const records = file ? readFileSync(file, "utf8").split("\n").filter(Boolean).map((line) => JSON.parse(line)) : [];
+const records = file
+  ? readFileSync(file, "utf8")
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => JSON.parse(line))
+  : [];
 console.log(driftLine(records) ?? "[drift] no whole-trajectory comparison ran");

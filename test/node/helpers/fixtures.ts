@@ -10,7 +10,15 @@ export const SHAPES_MODEL = path.join(ROOT, "models/shapes-tiny");
 
 export interface TinyFixtures {
   meta: {
-    settings: { steps: number; guidance: number; inner_steps: number; lr: number; early_stop: number; early_stop_slope: number; pairing: "consistent" | "notebook" };
+    settings: {
+      steps: number;
+      guidance: number;
+      inner_steps: number;
+      lr: number;
+      early_stop: number;
+      early_stop_slope: number;
+      pairing: "consistent" | "notebook";
+    };
     prompt: string;
     losses: number[][];
     unet_forward: number;
