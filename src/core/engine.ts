@@ -230,37 +230,17 @@ export class Engine {
    * An edit of a method that has its own sampler and no attention control (EDICT): each prompt generated
    * from the stored latents, as the method's paper edits. No attention maps, no blend mask.
    */
-  private async generatedEdit(artifact: InversionArtifact, spec: EditSpec, options: RunOptions): Promise<EditResult> {
-    const started = performance.now();
-    this.checkArtifact(artifact);
+  private generatedEdit(artifact: InversionArtifact, spec: EditSpec, options: RunOptions): Promise<EditResult> {
     const edit = resolveEdit(artifact.header.prompt, spec);
     const label = METHOD_INFO[artifact.header.settings.method].label;
-    const notes = [...this.model.notes, ...edit.prompts.slice(1).flatMap((p) => this.checkPrompt(p))];
-    notes.push(
-      `${label} edits generate with the edited prompt from the stored latents (the method's own editing): Prompt-to-Prompt's attention control, blend words and masks do not apply`,
-    );
+    const note = `${label} edits generate with the edited prompt from the stored latents (the method's own editing): Prompt-to-Prompt's attention control, blend words and masks do not apply`;
     const m = this.model.manifest;
-    const run = new Run(this.model, this.model.scheduler(artifact.header.settings.steps), options);
-    const latents = stack(await this.generate(run, artifact, await encodePrompts(run, edit.prompts)));
-    const k = edit.prompts.length;
-    const decoded = await decodeLatents(run, latents, k);
-    const images = Array.from({ length: k }, (_, b) => modelOutputToRgb(decoded, m.image_size, b));
-    const r = m.attention.map_resolution;
-    return {
-      edit,
-      images,
-      maps: new Float32Array(k * r * r * m.tokenizer.max_length),
-      mapResolution: r,
-      tokens: edit.prompts.map((p) => this.model.tokenizer.encode(p).tokens),
+    const mapLength = edit.prompts.length * m.attention.map_resolution ** 2 * m.tokenizer.max_length;
+    return this.editResult(artifact, edit, options, { notes: [note], userMask: false }, async (run, conds) => ({
+      latents: stack(await this.generate(run, artifact, conds)),
+      maps: new Float32Array(mapLength),
       mask: null,
-      latents,
-      sourcePsnr: psnr(images[0], artifact.source),
-      source: artifact.source,
-      userMask: false,
-      unetForward: run.unetForward,
-      seconds: (performance.now() - started) / 1000,
-      notes,
-    };
+    }));
   }
 
   /** The source prompt's cross-attention maps while reconstructing (no edit branch). */
@@ -271,32 +251,39 @@ export class Engine {
     return this.controlled(artifact, alone, { prompts: [] }, options);
   }
 
-  private async controlled(artifact: InversionArtifact, edit: ResolvedEdit, spec: EditSpec, options: RunOptions): Promise<EditResult> {
+  private controlled(artifact: InversionArtifact, edit: ResolvedEdit, spec: EditSpec, options: RunOptions): Promise<EditResult> {
+    const m = this.model.manifest;
+    const s = artifact.header.settings;
+    const rowLength = this.model.embeddingLength;
+    const nulls = (i: number) => rowAt(artifact.nullEmbeddings, rowLength, i);
+    return this.editResult(artifact, edit, options, { notes: [], userMask: spec.userMask !== undefined }, (run, conds) => {
+      // after the artifact and the prompts are checked: their errors name the file and the words
+      const control = controlTensors(this.model.tokenizer, edit);
+      if (spec.userMask && spec.userMask.length !== m.latent_size * m.latent_size) {
+        throw new SettingsError(`the mask has ${spec.userMask.length} values, expected ${m.latent_size}x${m.latent_size}`);
+      }
+      return editSample(run, edit, control, artifact.zT, conds, nulls, s.guidance, this.stepOffsets(artifact), spec.userMask ?? null);
+    });
+  }
+
+  /**
+   * What every edit shares around its sampler: the artifact and prompts checked, the prompts encoded, the
+   * final latents decoded, the result assembled. `sampleEdit` turns the prompts' conditioning into the
+   * final latents [K, C, h, w], the attention maps [K, r, r, T] and the blend mask.
+   */
+  private async editResult(
+    artifact: InversionArtifact,
+    edit: ResolvedEdit,
+    options: RunOptions,
+    extra: { notes: string[]; userMask: boolean },
+    sampleEdit: (run: Run, conds: Float32Array) => Promise<{ latents: Float32Array; maps: Float32Array; mask: Float32Array | null }>,
+  ): Promise<EditResult> {
     const started = performance.now();
     this.checkArtifact(artifact);
-    const notes = [...this.model.notes, ...edit.prompts.slice(1).flatMap((p) => this.checkPrompt(p))];
-    const tok = this.model.tokenizer;
-    const control = controlTensors(tok, edit);
+    const notes = [...this.model.notes, ...edit.prompts.slice(1).flatMap((p) => this.checkPrompt(p)), ...extra.notes];
     const m = this.model.manifest;
-    if (spec.userMask && spec.userMask.length !== m.latent_size * m.latent_size) {
-      throw new SettingsError(`the mask has ${spec.userMask.length} values, expected ${m.latent_size}x${m.latent_size}`);
-    }
-    const s = artifact.header.settings;
-    const run = new Run(this.model, this.model.scheduler(s.steps), options);
-    const conds = await encodePrompts(run, edit.prompts);
-    const rowLength = this.model.embeddingLength;
-    const offsets = this.stepOffsets(artifact);
-    const result = await editSample(
-      run,
-      edit,
-      control,
-      artifact.zT,
-      conds,
-      (i) => rowAt(artifact.nullEmbeddings, rowLength, i),
-      s.guidance,
-      offsets,
-      spec.userMask ?? null,
-    );
+    const run = new Run(this.model, this.model.scheduler(artifact.header.settings.steps), options);
+    const result = await sampleEdit(run, await encodePrompts(run, edit.prompts));
     const k = edit.prompts.length;
     const decoded = await decodeLatents(run, result.latents, k);
     const images = Array.from({ length: k }, (_, b) => modelOutputToRgb(decoded, m.image_size, b));
@@ -305,12 +292,12 @@ export class Engine {
       images,
       maps: result.maps,
       mapResolution: m.attention.map_resolution,
-      tokens: edit.prompts.map((p) => tok.encode(p).tokens),
+      tokens: edit.prompts.map((p) => this.model.tokenizer.encode(p).tokens),
       mask: result.mask,
       latents: result.latents,
       sourcePsnr: psnr(images[0], artifact.source),
       source: artifact.source,
-      userMask: spec.userMask !== undefined,
+      userMask: extra.userMask,
       unetForward: run.unetForward,
       seconds: (performance.now() - started) / 1000,
       notes,
