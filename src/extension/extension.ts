@@ -12,7 +12,7 @@ import type { Progress } from "../core/inversion";
 import type { InvertSummary } from "../core/workerProtocol";
 import { POOR_RECONSTRUCTION_DB } from "../shared/protocol";
 import { configuredModel, knownModels, modelFolder, selectModel } from "./models";
-import { InversionPanel, PANEL_VIEW_TYPE, PanelHost } from "./panel";
+import { InversionPanel, PANEL_VIEW_TYPE, PanelHost, isFile } from "./panel";
 
 let client: EngineClient | undefined;
 let running: AbortController | undefined;
@@ -77,13 +77,6 @@ export function activate(context: vscode.ExtensionContext): NullTextApi {
 function restorableArtifact(state: unknown): string | undefined {
   const key = (state as { restoreKey?: unknown } | undefined)?.restoreKey;
   return typeof key === "string" && path.isAbsolute(key) && key.endsWith(".nti") ? key : undefined;
-}
-
-async function isFile(file: string): Promise<boolean> {
-  return vscode.workspace.fs.stat(vscode.Uri.file(file)).then(
-    (s) => s.type === vscode.FileType.File,
-    () => false,
-  );
 }
 
 /**

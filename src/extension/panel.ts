@@ -6,7 +6,7 @@
  * folder (and data URIs for images read from an artifact).
  */
 import { randomBytes } from "node:crypto";
-import { promises as fs, statSync } from "node:fs";
+import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import * as vscode from "vscode";
 import type { EngineClient } from "../core/engineClient";
@@ -51,6 +51,8 @@ export class InversionPanel {
   /** Files the webview may name (by id): only what this panel produced or found beside its artifact. */
   private readonly files = new Map<string, string>();
   private artifact: string | undefined;
+  /** The model the shown artifact records (its id and nti.json hash), once read. */
+  private madeWith: { id: string; manifestSha256: string } | undefined;
   private outDir: string | undefined;
   private edits = 0;
   private running = false;
@@ -133,6 +135,7 @@ export class InversionPanel {
   /** A new run starts in this panel: nothing of what it showed before may be acted on. */
   startRun(session: Extract<HostToWebview, { type: "session" }>): void {
     this.artifact = undefined;
+    this.madeWith = undefined;
     this.outDir = undefined;
     this.origin = undefined;
     this.files.clear();
@@ -156,6 +159,7 @@ export class InversionPanel {
     this.running = false;
     this.origin = { image, prompt: s.prompt };
     this.artifact = s.artifact;
+    this.madeWith = undefined;
     this.outDir = outDir;
     this.files.clear();
     this.panel.title = path.basename(s.artifact);
@@ -193,15 +197,11 @@ export class InversionPanel {
     this.files.clear();
     const sourcePng = await encodePng(artifact.source, artifact.dims.imageSize);
     const stem = artifactPath.replace(/\.nti$/, "");
-    const exists = (f: string) =>
-      fs.stat(f).then(
-        (s) => s.isFile(),
-        () => false,
-      );
+    this.madeWith = header.model;
     const method = methodLabel(header.settings.method);
     const images: PanelImage[] = [{ id: "source", label: "source", uri: `data:image/png;base64,${sourcePng.toString("base64")}`, psnr: null, savable: false }];
-    if (await exists(`${stem}.ddim.png`)) images.push(this.image("ddim", "DDIM only", `${stem}.ddim.png`, header.stats.ddimPsnr, false));
-    if (await exists(`${stem}.reconstruction.png`)) images.push(this.image("reconstruction", method, `${stem}.reconstruction.png`, header.stats.psnr, false));
+    if (await isFile(`${stem}.ddim.png`)) images.push(this.image("ddim", "DDIM only", `${stem}.ddim.png`, header.stats.ddimPsnr, false));
+    if (await isFile(`${stem}.reconstruction.png`)) images.push(this.image("reconstruction", method, `${stem}.reconstruction.png`, header.stats.psnr, false));
     const attention = await readRecord(`${stem}.attention.json`);
     const history = await this.history(artifactPath);
     await this.post({
@@ -242,30 +242,22 @@ export class InversionPanel {
       const record = data?.edit;
       if (!data || !record || record.artifact !== path.basename(artifactPath)) continue;
       const stem = full.replace(/\.attention\.json$/, "");
-      const image = [`${stem}.png`, `${stem}-1.png`].find((f) => this.fileExistsSync(f));
+      const image = (await isFile(`${stem}.png`)) ? `${stem}.png` : (await isFile(`${stem}-1.png`)) ? `${stem}-1.png` : undefined;
       if (!image) continue;
-      found.push({ mtime: (await fs.stat(full)).mtimeMs, edit: this.panelEdit(stem, image, record) });
+      found.push({ mtime: (await fs.stat(full)).mtimeMs, edit: await this.panelEdit(stem, image, record) });
     }
     return found.sort((a, b) => a.mtime - b.mtime).map((f) => f.edit);
   }
 
-  private fileExistsSync(file: string): boolean {
-    try {
-      return statSync(file).isFile();
-    } catch {
-      return false;
-    }
-  }
-
   /** An edit for the webview, its files registered under fresh ids. */
-  private panelEdit(stem: string, image: string, record: EditRecord): PanelEdit {
+  private async panelEdit(stem: string, image: string, record: EditRecord): Promise<PanelEdit> {
     this.edits += 1;
     const id = `edit-${this.edits}`;
     const prompt = record.prompts[1] ?? "";
     const change = `${stem}.change.png`;
     return {
       image: this.image(id, `edit: ${prompt}`, image, null, true),
-      change: this.fileExistsSync(change) ? this.image(`change-${this.edits}`, `what changed: ${prompt}`, change, null, false) : null,
+      change: (await isFile(change)) ? this.image(`change-${this.edits}`, `what changed: ${prompt}`, change, null, false) : null,
       changeSummary: record.change ?? null,
       prompt,
       mode: record.mode,
@@ -341,7 +333,7 @@ export class InversionPanel {
         ),
       );
       this.host.log(`edit "${r.prompt}" (${s.mode}) in ${s.seconds.toFixed(1)} s: ${s.images[0]}`);
-      const edit = this.panelEdit(s.attentionMaps.replace(/\.attention\.json$/, ""), s.images[0], s.record);
+      const edit = await this.panelEdit(s.attentionMaps.replace(/\.attention\.json$/, ""), s.images[0], s.record);
       await this.post({ type: "edited", edit, attention: panelAttention(s.attention, 1), seconds: s.seconds, notes: s.notes });
     } catch (error) {
       const e = error as Error;
@@ -360,7 +352,8 @@ export class InversionPanel {
    */
   private async modelFor(artifactPath: string): Promise<string | undefined> {
     const [{ readArtifact }, { manifestSha256, modelsMatching }] = await Promise.all([import("../core/artifact"), import("../core/modelList")]);
-    const made = (await readArtifact(artifactPath)).header.model;
+    // read once per artifact shown, not at every edit
+    const made = (this.madeWith ??= (await readArtifact(artifactPath)).header.model);
     const configured = await this.host.modelFolder();
     if ((await manifestSha256(configured)) === made.manifestSha256) return configured;
     const matches = await modelsMatching(await this.host.knownModels(), made.manifestSha256);
@@ -380,11 +373,7 @@ export class InversionPanel {
   private async reinvert(): Promise<void> {
     const origin = this.origin;
     if (!origin) return;
-    const exists = await fs.stat(origin.image).then(
-      (s) => s.isFile(),
-      () => false,
-    );
-    if (!exists) {
+    if (!(await isFile(origin.image))) {
       void vscode.window.showErrorMessage(`The source image ${origin.image} no longer exists: invert an image from the explorer.`);
       return;
     }
@@ -409,6 +398,14 @@ export class InversionPanel {
     await vscode.workspace.fs.copy(vscode.Uri.file(file), target, { overwrite: true });
     this.host.log(`saved ${file} as ${target.fsPath}`);
   }
+}
+
+/** Whether a path is a regular file (async: the extension host never blocks on the disk). */
+export function isFile(file: string): Promise<boolean> {
+  return fs.stat(file).then(
+    (stat) => stat.isFile(),
+    () => false,
+  );
 }
 
 /** An attention JSON written by saveInversion or saveEdit, or null when missing, too large or not one. */
