@@ -14,27 +14,15 @@ const valid = { method: "nulltext", steps: 50, guidance: 7.5, pairing: "consiste
 
 test("every method has its metadata; only null-text needs the gradient graph and records a loss", () => {
   assert.deepEqual(METHODS, ["nulltext", "npi", "direct", "ddim", "edict"]);
-  assert.deepEqual(
-    METHODS.filter((m) => !METHOD_INFO[m].pivots),
-    ["edict"],
-  );
-  assert.deepEqual(
-    METHODS.filter((m) => METHOD_INFO[m].coupledLatent),
-    ["edict"],
-  );
-  assert.deepEqual(
-    METHODS.filter((m) => !METHOD_INFO[m].promptToPrompt),
-    ["edict"],
-  );
-  assert.deepEqual(
-    METHODS.filter((m) => METHOD_INFO[m].lossTrace),
-    ["nulltext"],
-  );
+  // which methods have each flag (set) or lack it (unset)
+  const methodsWhere = (flag: "pivots" | "coupledLatent" | "promptToPrompt" | "lossTrace" | "directOffsets", set = true) =>
+    METHODS.filter((m) => METHOD_INFO[m][flag] === set);
+  assert.deepEqual(methodsWhere("pivots", false), ["edict"]);
+  assert.deepEqual(methodsWhere("coupledLatent"), ["edict"]);
+  assert.deepEqual(methodsWhere("promptToPrompt", false), ["edict"]);
+  assert.deepEqual(methodsWhere("lossTrace"), ["nulltext"]);
+  assert.deepEqual(methodsWhere("directOffsets"), ["direct"]);
   assert.deepEqual(METHOD_INFO.nulltext.extraGraphs, ["null_text_grad"]);
-  assert.deepEqual(
-    METHODS.filter((m) => METHOD_INFO[m].directOffsets),
-    ["direct"],
-  );
   assert.equal(methodLabel("direct"), "Direct Inversion");
   assert.equal(methodLabel("edict-from-the-future"), "edict-from-the-future");
 });

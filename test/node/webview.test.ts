@@ -142,21 +142,23 @@ async function waitFor(expression: string, timeoutMs = 10000): Promise<void> {
 
 const send = (m: HostToWebview) => page.evaluate(`window.postMessage(${JSON.stringify(m)}, "*")`);
 const posted = () => page.evaluate("window.posted") as Promise<unknown[]>;
+/** The session message of the sample's inversion: running (a new run) or not (opened from disk). */
+const twoShapesSession = (running: boolean): HostToWebview => ({
+  type: "session",
+  title: "two-shapes.png",
+  prompt: "a blue circle and a green square on a gray background",
+  method: "null-text",
+  lossTrace: true,
+  totalSteps: 25,
+  running,
+  editable: !running,
+});
 const lossPoints = () => page.evaluate("window.ntiPanel.lossPoints()") as Promise<number>;
 const setField = (id: string, value: string) => page.evaluate(`document.getElementById(${JSON.stringify(id)}).value = ${JSON.stringify(value)}`);
 
 test("the loss plot grows one point per finished timestep while the inversion runs", async () => {
   const h = inverted as Extract<HostToWebview, { type: "inverted" }>;
-  await send({
-    type: "session",
-    title: "two-shapes.png",
-    prompt: "a blue circle and a green square on a gray background",
-    method: "null-text",
-    lossTrace: true,
-    totalSteps: 25,
-    running: true,
-    editable: false,
-  });
+  await send(twoShapesSession(true));
   for (const [i, record] of h.steps.slice(0, 7).entries()) {
     await send({ type: "progress", phase: "optimize", step: i + 1, total: 25, timestep: record.timestep, record });
   }
@@ -327,16 +329,7 @@ test("a run that fails after an inversion leaves nothing of it: no attention, no
   assert.ok(await page.locator(".edits").isHidden(), "the history is hidden");
   assert.ok(await page.locator("vscode-button", { hasText: "Reveal artifact" }).isHidden());
   // an edit error stays only until the next success
-  await send({
-    type: "session",
-    title: "two-shapes.png",
-    prompt: "a blue circle and a green square on a gray background",
-    method: "null-text",
-    lossTrace: true,
-    totalSteps: 25,
-    running: false,
-    editable: true,
-  });
+  await send(twoShapesSession(false));
   await send(inverted);
   await send({ type: "failed", message: "Edit failed: unknown word", scope: "edit" });
   assert.match(await page.locator(".edit-form .error").innerText(), /unknown word/);
