@@ -328,7 +328,7 @@ export async function renderLossPlotSvg(input: LossPlotInput): Promise<string> {
 }
 
 /** Rasterises an SVG string to PNG bytes at `scale` times its size. */
-export async function svgToPng(svg: string, scale = PNG_SCALE): Promise<Buffer> {
+async function svgToPng(svg: string, scale = PNG_SCALE): Promise<Buffer> {
   return sharp(Buffer.from(svg, "utf8"), { density: 72 * scale })
     .flatten({ background: "#ffffff" })
     .png({ compressionLevel: 9 })

@@ -14,7 +14,7 @@ export const ARTIFACT_VERSION = 1;
 export const ARTIFACT_EXTENSION = ".nti";
 
 // the settings' vocabulary lives in ./settings; re-exported for the artifact's readers
-export type { InversionMethod, InversionSettings };
+export type { InversionSettings };
 
 /** One null-text step: the loss before each inner Adam step, and the early-stop threshold it was held to. */
 export interface StepRecord {
@@ -23,7 +23,7 @@ export interface StepRecord {
   threshold: number;
 }
 
-export interface ArtifactHeader {
+interface ArtifactHeader {
   format: typeof ARTIFACT_FORMAT;
   version: typeof ARTIFACT_VERSION;
   created: string;
@@ -151,7 +151,7 @@ export function decodeArtifact(bytes: Uint8Array): InversionArtifact {
 }
 
 /** Index of the first NaN or infinity, or -1. */
-export function firstNonFinite(values: Float32Array): number {
+function firstNonFinite(values: Float32Array): number {
   for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return i;
   return -1;
 }

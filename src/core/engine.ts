@@ -6,7 +6,7 @@
 import * as path from "node:path";
 import { ARTIFACT_FORMAT, ARTIFACT_VERSION, ArtifactError, InversionArtifact, checkArtifactMatchesModel } from "./artifact";
 import { editSample, resolveEdit } from "./edit";
-import { ImageError, loadImage, modelOutputToRgb, psnr } from "./image";
+import { loadImage, modelOutputToRgb, psnr } from "./image";
 import { Run, RunOptions, ddimInversion, decodeLatents, encodeImage, encodePrompts, rowAt, sample } from "./inversion";
 import { CORE_GRAPHS, GraphName } from "./manifest";
 import { Model, OpenModelOptions } from "./model";
@@ -327,14 +327,12 @@ export class Engine {
   }
 }
 
-export { ImageError };
-
 function splitRows(data: Float32Array, rows: number): Float32Array[] {
   const n = data.length / rows;
   return Array.from({ length: rows }, (_, i) => data.slice(i * n, (i + 1) * n));
 }
 
-export function stack(rows: Float32Array[]): Float32Array {
+function stack(rows: Float32Array[]): Float32Array {
   const n = rows[0]?.length ?? 0;
   const out = new Float32Array(n * rows.length);
   rows.forEach((r, i) => out.set(r, i * n));

@@ -6,7 +6,7 @@ import { Worker } from "node:worker_threads";
 import type { Progress } from "./inversion";
 import type { EditJob, EditSummary, InvertJob, InvertSummary, Job, WorkerReply, WorkerRequest } from "./workerProtocol";
 
-export class EngineWorkerError extends Error {
+class EngineWorkerError extends Error {
   constructor(name: string, message: string) {
     super(message);
     this.name = name;

@@ -75,7 +75,7 @@ export async function readRegularFile(file: string, maxBytes: number, signal?: A
 }
 
 /** Whether a process of this machine is alive (EPERM: it exists, owned by someone else). */
-export function processAlive(pid: number): boolean {
+function processAlive(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try {
     process.kill(pid, 0);

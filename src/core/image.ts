@@ -11,7 +11,7 @@ export class ImageError extends Error {
 }
 
 /** sharp refuses images above this many pixels before decoding them (a 30000x30000 header stays cheap). */
-export const MAX_INPUT_PIXELS = 100_000_000;
+const MAX_INPUT_PIXELS = 100_000_000;
 
 export interface LoadedImage {
   /** RGB, HWC, uint8, size x size. */
@@ -31,7 +31,7 @@ export interface LoadedImage {
 const RASTER_FORMATS = new Set(["png", "jpeg", "webp", "gif", "tiff", "heif", "avif", "jp2", "jxl"]);
 
 /** What the first bytes say the file is: a raster format, or a description of what it is instead. */
-export function sniffFormat(bytes: Uint8Array): { raster: true } | { raster: false; looksLike: string } {
+function sniffFormat(bytes: Uint8Array): { raster: true } | { raster: false; looksLike: string } {
   const ascii = (from: number, to: number) => String.fromCharCode(...bytes.subarray(from, to));
   const starts = (...b: number[]) => b.every((v, i) => bytes[i] === v);
   if (starts(0x89, 0x50, 0x4e, 0x47) || starts(0xff, 0xd8, 0xff) || ascii(0, 4) === "GIF8") return { raster: true };

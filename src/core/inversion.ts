@@ -106,7 +106,7 @@ export async function decodeLatents(run: Run, latents: Float32Array, batch = 1):
 // ---- UNet -----------------------------------------------------------------------------------------------
 
 /** UNet output for B latents with B embeddings at one timestep. */
-export async function unet(run: Run, latents: Float32Array, t: number, embeddings: Float32Array, batch: number): Promise<Float32Array> {
+async function unet(run: Run, latents: Float32Array, t: number, embeddings: Float32Array, batch: number): Promise<Float32Array> {
   run.checkAborted();
   const [, c, h, w] = run.model.latentDims;
   const m = run.model.manifest;
@@ -299,7 +299,7 @@ export async function sample(
   return latent;
 }
 
-export function concat(a: Float32Array, b: Float32Array): Float32Array {
+function concat(a: Float32Array, b: Float32Array): Float32Array {
   const out = new Float32Array(a.length + b.length);
   out.set(a);
   out.set(b, a.length);

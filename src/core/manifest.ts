@@ -8,12 +8,12 @@ import manifestSchema from "../../schemas/nti-model.schema.json";
 import type { FamilyId } from "./families";
 import type { PredictionType, SchedulerConfig } from "./scheduler";
 
-export const MANIFEST_FORMAT = "nti-model";
-export const MANIFEST_VERSION = 1;
+const MANIFEST_FORMAT = "nti-model";
+const MANIFEST_VERSION = 1;
 
 export type GraphName = "text_encoder" | "vae_encoder" | "vae_decoder" | "unet" | "unet_control" | "null_text_grad";
 
-export interface GraphIo {
+interface GraphIo {
   name: string;
   dtype: string;
   shape: (number | string)[];
@@ -59,7 +59,7 @@ export interface Manifest {
 }
 
 /** What the engine feeds each graph and reads back; a manifest must declare at least these. */
-export const REQUIRED_IO: Record<GraphName, { inputs: string[]; outputs: string[] }> = {
+const REQUIRED_IO: Record<GraphName, { inputs: string[]; outputs: string[] }> = {
   text_encoder: { inputs: ["input_ids"], outputs: ["last_hidden_state"] },
   vae_encoder: { inputs: ["image"], outputs: ["latent_mean"] },
   vae_decoder: { inputs: ["latent"], outputs: ["image"] },
@@ -208,6 +208,6 @@ export function relativePathProblem(file: string): string | null {
   return null;
 }
 
-export function isObject(v: unknown): v is Record<string, unknown> {
+function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }

@@ -205,7 +205,7 @@ async function checkFiles(root: string, manifest: Manifest, verifyHashes: boolea
 const hashCache = new Map<string, string>();
 
 /** sha256 of a file, streamed (model files can be gigabytes), cached per path, size and mtime. */
-export async function sha256File(file: string, stat?: { size: number; mtimeMs: number }): Promise<string> {
+async function sha256File(file: string, stat?: { size: number; mtimeMs: number }): Promise<string> {
   const s = stat ?? (await fs.stat(file));
   const key = `${file}\0${s.size}\0${s.mtimeMs}`;
   const cached = hashCache.get(key);

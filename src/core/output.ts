@@ -24,7 +24,7 @@ export interface SavedInversion {
   attention: string | null;
 }
 
-export const RESULT_SUFFIXES = {
+const RESULT_SUFFIXES = {
   artifact: ARTIFACT_EXTENSION,
   reconstruction: ".reconstruction.png",
   ddimReconstruction: ".ddim.png",
@@ -174,14 +174,14 @@ export interface ChangeSummary {
   meanChange: number;
   meanChangeOutsideMask: number | null;
 }
-export const CHANGED_LEVEL = 32 / 255;
+const CHANGED_LEVEL = 32 / 255;
 
-export function attentionJson(result: EditResult, edit?: EditRecord): string {
+function attentionJson(result: EditResult, edit?: EditRecord): string {
   return JSON.stringify({ ...attentionData(result), ...(edit ? { edit } : {}) });
 }
 
 /** Per-pixel change of `edited` from `source` (largest channel difference, [0, 1]) and its summary. */
-export function changeMap(source: Uint8Array, edited: Uint8Array, mask: Float32Array | null, side: number): { change: Float32Array; summary: ChangeSummary } {
+function changeMap(source: Uint8Array, edited: Uint8Array, mask: Float32Array | null, side: number): { change: Float32Array; summary: ChangeSummary } {
   const n = side * side;
   const change = new Float32Array(n);
   let changed = 0;
@@ -213,7 +213,7 @@ export function changeMap(source: Uint8Array, edited: Uint8Array, mask: Float32A
 }
 
 /** A change map as a heatmap PNG: black (unchanged) through red to yellow-white (changed completely). */
-export async function changePng(change: Float32Array, side: number): Promise<Buffer> {
+async function changePng(change: Float32Array, side: number): Promise<Buffer> {
   const rgb = new Uint8Array(side * side * 3);
   change.forEach((v, p) => {
     const t = Math.min(1, v * 2); // half a channel's range already reads as a full change

@@ -94,7 +94,7 @@ export function replacementMapper(tok: PromptTokenizer, source: string, edited: 
  * Refine: global alignment of the two token sequences (the notebook's seq_aligner). Returns, for each
  * edited position, the aligned source position or -1 (a new token), and the blend weights (1 where aligned).
  */
-export function refinementMapper(tok: PromptTokenizer, source: string, edited: string): { mapper: Int32Array; alphas: Float32Array } {
+function refinementMapper(tok: PromptTokenizer, source: string, edited: string): { mapper: Int32Array; alphas: Float32Array } {
   const T = tok.maxLength;
   const x = tok.sequence(source);
   const y = tok.sequence(edited);

@@ -4,7 +4,7 @@
  * truncated or tampered file is rejected with a clear message instead of read out of bounds.
  */
 
-export type DType = "F32" | "U8" | "I64";
+type DType = "F32" | "U8" | "I64";
 
 export interface StoredTensor {
   dtype: DType;

@@ -7,7 +7,7 @@
 import type { InversionPairing } from "./scheduler";
 
 /** The graphs beyond the core four that a method may need (names of src/core/manifest.ts GraphName). */
-export type ExtraGraph = "null_text_grad" | "unet_control";
+type ExtraGraph = "null_text_grad" | "unet_control";
 
 export type InversionMethod = "nulltext" | "npi" | "direct" | "ddim" | "edict";
 
@@ -61,13 +61,13 @@ export function methodLabel(method: string): string {
  * the loss checked before the Adam step so the loop ends on an evaluated embedding.
  */
 export type InnerLoop = "notebook" | "lean";
-export const INNER_LOOPS: InnerLoop[] = ["notebook", "lean"];
+const INNER_LOOPS: InnerLoop[] = ["notebook", "lean"];
 
 /** The first step's starting null embedding: the empty prompt's (the paper) or the prompt's own (NPI). */
 export type NullInit = "empty" | "prompt";
-export const NULL_INITS: NullInit[] = ["empty", "prompt"];
+const NULL_INITS: NullInit[] = ["empty", "prompt"];
 
-export const PAIRINGS: InversionPairing[] = ["consistent", "notebook"];
+const PAIRINGS: InversionPairing[] = ["consistent", "notebook"];
 
 export interface InversionSettings {
   method: InversionMethod;
@@ -98,7 +98,7 @@ export const NULL_TEXT_SCHEDULES: Record<ScheduleName, ScheduleFields> = {
 };
 
 /** Every numeric setting's range (steps are also capped by the model's training timesteps), and its name in messages. */
-export const RANGES = {
+const RANGES = {
   steps: { min: 1, max: 1000, integer: true, name: "steps" },
   guidance: { min: 1, max: 50, integer: false, name: "guidance" },
   innerSteps: { min: 1, max: 1000, integer: true, name: "inner steps" },

@@ -259,6 +259,7 @@ async function invertImage(context: vscode.ExtensionContext, host: PanelHost, ur
         prompt,
         method: method?.label ?? s.method,
         lossTrace: method?.lossTrace ?? false,
+        attentionControl: method?.promptToPrompt ?? true,
         totalSteps: s.steps,
         running: true,
         editable: false,

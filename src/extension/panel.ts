@@ -13,6 +13,7 @@ import type { EngineClient } from "../core/engineClient";
 import type { Progress } from "../core/inversion";
 import type { KnownModel } from "../core/modelList";
 import type { AttentionData, EditRecord } from "../core/output";
+import { METHOD_INFO } from "../core/settings";
 import type { EditSummary, InvertSummary } from "../core/workerProtocol";
 import { panelHtml } from "./panelHtml";
 import {
@@ -210,6 +211,7 @@ export class InversionPanel {
       prompt: header.prompt,
       method,
       lossTrace: header.steps.length > 0,
+      attentionControl: METHOD_INFO[header.settings.method].promptToPrompt,
       totalSteps: header.settings.steps,
       running: false,
       editable: true,

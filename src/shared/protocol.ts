@@ -60,8 +60,19 @@ export interface PanelEdit {
 }
 
 export type HostToWebview =
-  /** `method` is its label; `lossTrace`: the method records a loss per timestep (the plot is shown). */
-  | { type: "session"; title: string; prompt: string; method: string; lossTrace: boolean; totalSteps: number; running: boolean; editable: boolean }
+  /** `method` is its label; `lossTrace`: the method records a loss per timestep (the plot is shown);
+   * `attentionControl`: its edits take Prompt-to-Prompt's controls (mode, steps, reweight, blend, mask). */
+  | {
+      type: "session";
+      title: string;
+      prompt: string;
+      method: string;
+      lossTrace: boolean;
+      attentionControl: boolean;
+      totalSteps: number;
+      running: boolean;
+      editable: boolean;
+    }
   | { type: "progress"; phase: string; step: number; total: number; timestep?: number; record?: PanelStep }
   | {
       type: "inverted";

@@ -10,7 +10,7 @@ import { guidedNoise, type Run } from "../inversion";
 import type { Method } from "./types";
 
 /** The paper's mixing weight. */
-export const EDICT_MIX = 0.93;
+const EDICT_MIX = 0.93;
 
 /** x_prev = a x + b eps: the DDIM step from t to the previous level, as a linear map of x and the noise. */
 function coefficients(run: Run, t: number): [number, number] {

@@ -8,4 +8,4 @@ import { nulltext } from "./nulltext";
 import type { Method } from "./types";
 
 export const METHOD_IMPLEMENTATIONS: Record<InversionMethod, Method> = { nulltext, npi, direct, ddim, edict };
-export type { Method, MethodInput, MethodOutput, SampleInput } from "./types";
+export type { Method } from "./types";

@@ -10,7 +10,7 @@ import type { StepRecord } from "../artifact";
 import type { Run } from "../inversion";
 import type { InversionSettings } from "../settings";
 
-export interface MethodInput {
+interface MethodInput {
   run: Run;
   /** z*_0 .. z*_T of DDIM inversion with the prompt. */
   pivots: Float32Array[];
@@ -20,7 +20,7 @@ export interface MethodInput {
   settings: InversionSettings;
 }
 
-export interface MethodOutput {
+interface MethodOutput {
   /** One row for every step, or one per step (METHOD_INFO.perStepNullEmbeddings). */
   nullEmbeddings: Float32Array[];
   /** Per-step latent offsets (METHOD_INFO.directOffsets). */
@@ -36,7 +36,7 @@ export interface MethodOutput {
 }
 
 /** What a method with its own sampler gets: the artifact's latents and each prompt's conditioning. */
-export interface SampleInput {
+interface SampleInput {
   run: Run;
   zT: Float32Array;
   coupledLatent: Float32Array | null;
