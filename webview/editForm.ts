@@ -39,6 +39,10 @@ export class EditForm {
   private readonly brush: HTMLCanvasElement;
   private readonly error: HTMLElement;
   private readonly run: HTMLElement;
+  /** The Prompt-to-Prompt controls (mode, steps, reweight, blend, mask): hidden for methods without them. */
+  private readonly attentionControls: HTMLElement;
+  private readonly clearMask: HTMLElement;
+  private readonly regenerateNote: HTMLElement;
   private source: HTMLImageElement | null = null;
   private mask: Float32Array | null = null;
   private side = 0;
@@ -100,7 +104,7 @@ export class EditForm {
     });
     this.brush.addEventListener("pointermove", (e) => this.painting && this.paint(e, !e.altKey));
     this.brush.addEventListener("pointerup", () => (this.painting = false));
-    const clear = document.createElement("vscode-button");
+    const clear = (this.clearMask = document.createElement("vscode-button"));
     clear.setAttribute("secondary", "");
     clear.textContent = "Clear mask";
     clear.addEventListener("click", () => {
@@ -116,7 +120,13 @@ export class EditForm {
     const buttons = document.createElement("div");
     buttons.className = "buttons";
     buttons.append(this.run, clear);
-    this.element.append(title, ...fields, brushTitle, this.brush, buttons, this.error);
+    this.attentionControls = document.createElement("div");
+    this.attentionControls.className = "attention-controls";
+    this.attentionControls.append(...fields.slice(1), brushTitle, this.brush);
+    this.regenerateNote = document.createElement("div");
+    this.regenerateNote.className = "status";
+    this.regenerateNote.hidden = true;
+    this.element.append(title, fields[0], this.attentionControls, this.regenerateNote, buttons, this.error);
     this.element.addEventListener("submit", (e) => e.preventDefault());
   }
 
@@ -131,6 +141,17 @@ export class EditForm {
     this.side = 0;
     this.error.textContent = "";
     this.drawBrush();
+  }
+
+  /** Shows or hides the attention-control fields: a method without Prompt-to-Prompt (EDICT) regenerates
+   * the image with the edited prompt, and the fields would do nothing. `method` names it in the note. */
+  setAttentionControl(on: boolean, method: string): void {
+    this.attentionControls.hidden = !on;
+    this.clearMask.hidden = !on;
+    this.regenerateNote.hidden = on;
+    this.regenerateNote.textContent = on
+      ? ""
+      : `${method} edits regenerate the image from its inversion with the edited prompt; attention control, blend and mask do not apply.`;
   }
 
   /** Fills the form with an earlier edit's parameters, to run it again or change it. */
@@ -225,15 +246,16 @@ export class EditForm {
     try {
       const prompt = this.prompt.value.trim();
       if (!prompt) throw new Error("the edited prompt is empty");
-      const painted = this.mask && this.mask.some((v) => v > 0) ? { side: this.side, values: Array.from(this.mask) } : null;
+      const controlled = !this.attentionControls.hidden;
+      const painted = controlled && this.mask && this.mask.some((v) => v > 0) ? { side: this.side, values: Array.from(this.mask) } : null;
       this.error.textContent = "";
       this.submit({
         prompt,
         mode: (this.mode.value || "auto") as EditModeChoice,
         cross: num(this.cross, "cross-attention steps"),
         self: num(this.self, "self-attention steps"),
-        reweight: this.reweight.value,
-        blend: this.blend.value,
+        reweight: controlled ? this.reweight.value : "",
+        blend: controlled ? this.blend.value : "",
         blendThreshold: num(this.blendThreshold, "local blend threshold"),
         mask: painted,
       });

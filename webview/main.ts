@@ -246,6 +246,7 @@ window.addEventListener("message", (event: MessageEvent<HostToWebview>) => {
       status.textContent = `"${m.prompt}" · ${m.method}${m.totalSteps ? ` · ${m.totalSteps} steps` : ""}`;
       clearInversion();
       plotSection.hidden = !m.running || !m.lossTrace;
+      form.setAttentionControl(m.attentionControl, m.method);
       setBusy(m.running, m.running ? "Starting…" : "");
       break;
     }

@@ -143,12 +143,13 @@ async function waitFor(expression: string, timeoutMs = 10000): Promise<void> {
 const send = (m: HostToWebview) => page.evaluate(`window.postMessage(${JSON.stringify(m)}, "*")`);
 const posted = () => page.evaluate("window.posted") as Promise<unknown[]>;
 /** The session message of the sample's inversion: running (a new run) or not (opened from disk). */
-const twoShapesSession = (running: boolean): HostToWebview => ({
+const twoShapesSession = (running: boolean): Extract<HostToWebview, { type: "session" }> => ({
   type: "session",
   title: "two-shapes.png",
   prompt: "a blue circle and a green square on a gray background",
   method: "null-text",
   lossTrace: true,
+  attentionControl: true,
   totalSteps: 25,
   running,
   editable: !running,
@@ -318,6 +319,7 @@ test("a run that fails after an inversion leaves nothing of it: no attention, no
     prompt: "a red circle",
     method: "null-text",
     lossTrace: true,
+    attentionControl: true,
     totalSteps: 25,
     running: true,
     editable: false,
@@ -340,6 +342,37 @@ test("a run that fails after an inversion leaves nothing of it: no attention, no
   );
   await send(edited);
   assert.equal(await page.locator(".edit-form .error").innerText(), "");
+});
+
+test("a method without attention control (EDICT) hides those fields, says why, and sends none of them", async () => {
+  await send({ ...twoShapesSession(false), method: "EDICT", lossTrace: false, attentionControl: false });
+  await send(inverted);
+  for (const id of ["edit-mode", "edit-cross", "edit-self", "edit-reweight", "edit-blend", "edit-blend-threshold"])
+    assert.ok(await page.locator(`#${id}`).isHidden(), `#${id} is hidden`);
+  assert.ok(await page.locator("canvas.brush").isHidden(), "the mask brush is hidden");
+  assert.match(
+    await page.locator(".edit-form").innerText(),
+    /EDICT edits regenerate the image .* with the edited prompt; attention control, blend and mask do not apply/,
+  );
+  await page.evaluate("window.posted.length = 0");
+  await setField("edit-prompt", "a blue circle and a yellow square on a gray background");
+  await setField("edit-blend", "square"); // left over from a controlled session: not sent
+  await page.locator("#edit-run").click();
+  const edit = parseWebviewMessage(((await posted()) as { type: string }[]).find((m) => m.type === "edit"));
+  assert.ok(edit && edit.type === "edit");
+  assert.equal(edit.request.blend, "");
+  assert.equal(edit.request.reweight, "");
+  assert.equal(edit.request.mask, null);
+  // the next controlled session shows them again
+  await send(twoShapesSession(false));
+  await send(inverted);
+  assert.ok(await page.locator("#edit-cross").isVisible(), "the fields are back for null-text");
+  assert.ok(
+    await page
+      .locator(".edit-form")
+      .innerText()
+      .then((t) => !/do not apply/.test(t)),
+  );
 });
 
 test("forged or malformed messages are rejected by the host's validator", () => {
