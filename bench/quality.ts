@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
-import { METHODS } from "../src/core/settings";
+import { METHODS, METHOD_INFO } from "../src/core/settings";
 import { Engine } from "../src/core/engine";
 import { savePng } from "../src/core/image";
 import { ROOT, python } from "./common";
@@ -65,7 +65,7 @@ async function main(): Promise<void> {
         edits.push({ type: e.type, image, seconds: r.seconds });
       }
       const h = inv.artifact.header;
-      methods[method] = { reconstruction, seconds: h.stats.seconds, unetForward: h.stats.unetForward, unetBackward: h.stats.unetBackward, edits };
+      methods[method] = { label: METHOD_INFO[method].label, reconstruction, seconds: h.stats.seconds, unetForward: h.stats.unetForward, unetBackward: h.stats.unetBackward, edits };
     }
     scenes.push({ id: item.id, methods });
     const elapsed = (performance.now() - started) / 1000;

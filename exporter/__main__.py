@@ -21,21 +21,18 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def regenerate_all_fixtures() -> int:
-    """Every fixture the node tests read, in dependency order: the tiny model and its parity fixtures first
-    (the edit and schedule fixtures start from its stored pivots), then the scheduler's and the tokenizers'."""
-    from . import edict_fixtures, edit_fixtures, schedule_fixtures, scheduler_fixtures, tokenizer_fixtures
+    """Every fixture the node tests read: the tiny model and its parity fixtures first (the other generators start
+    from its weights and stored pivots), then every `exporter/*_fixtures.py` module's `main`, by name, so a new
+    generator needs no entry here."""
+    import importlib
+
     from .fixtures import write
 
     if not Path("test/fixtures").is_dir():
         raise SystemExit("run from the repository root (test/fixtures/ not found)")
-    steps = [
-        ("test/fixtures/tiny (model and parity)", lambda: write(Path("test/fixtures/tiny"), "tiny", 0)),
-        ("test/fixtures/tiny (edits)", edit_fixtures.main),
-        ("test/fixtures/tiny (null-text schedules)", schedule_fixtures.main),
-        ("test/fixtures/tiny (EDICT)", edict_fixtures.main),
-        ("test/fixtures/scheduler.json", scheduler_fixtures.main),
-        ("test/fixtures/tokenizer", tokenizer_fixtures.main),
-    ]
+    steps = [("test/fixtures/tiny (model and parity)", lambda: write(Path("test/fixtures/tiny"), "tiny", 0))]
+    for module in sorted(Path(__file__).parent.glob("*_fixtures.py")):
+        steps.append((module.stem, importlib.import_module(f".{module.stem}", __package__).main))
     for name, run in steps:
         started = time.perf_counter()
         run()

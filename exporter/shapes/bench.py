@@ -26,8 +26,6 @@ from ..reference import psnr
 from . import scenes as S
 
 EDIT_TYPES = ("colour", "shape", "background")
-METHODS = ("ddim", "npi", "direct", "nulltext", "edict")
-METHOD_NAMES = {"ddim": "DDIM only", "npi": "NPI", "direct": "Direct Inversion", "nulltext": "Null-text", "edict": "EDICT"}
 
 
 def _changed_index(a: S.Scene, b: S.Scene) -> int:
@@ -108,12 +106,14 @@ def score(set_dir: Path, results_path: Path) -> dict:
     results = json.loads(results_path.read_text())
     by_scene = {r["id"]: r for r in results["scenes"]}
     rows = []
+    labels: dict[str, str] = {}  # method id -> its label, as the engine's METHOD_INFO says; in the engine's order
     for item in data["scenes"]:
         r = by_scene.get(item["id"])
         if r is None:
             continue
         source = _load(set_dir / item["source"])
         for method, m in r["methods"].items():
+            labels.setdefault(method, m.get("label", method))
             rec = _load(Path(m["reconstruction"]))
             row = {"scene": item["id"], "method": method, "psnr": psnr(rec, source), "ssim": ssim(rec, source),
                    "invert_seconds": m["seconds"], "unet_forward": m["unetForward"], "unet_backward": m["unetBackward"]}
@@ -128,13 +128,11 @@ def score(set_dir: Path, results_path: Path) -> dict:
                 row[f"{k}_seconds"] = out["seconds"]
             rows.append(row)
     summary = {}
-    for method in METHODS:
+    for method, label in labels.items():
         mr = [x for x in rows if x["method"] == method]
-        if not mr:
-            continue
         def mean(key, rows=mr):
             return float(np.mean([x[key] for x in rows]))
-        s = {"scenes": len(mr), "psnr": mean("psnr"), "ssim": mean("ssim"), "invert_seconds": mean("invert_seconds"),
+        s = {"label": label, "scenes": len(mr), "psnr": mean("psnr"), "ssim": mean("ssim"), "invert_seconds": mean("invert_seconds"),
              "unet_forward": mean("unet_forward"), "unet_backward": mean("unet_backward")}
         for k in EDIT_TYPES:
             s[k] = {"edit_psnr": mean(f"{k}_edit_psnr"), "background_psnr": mean(f"{k}_background_psnr"),
@@ -155,7 +153,7 @@ def markdown(scored: dict) -> str:
         "|---|---|---|---|---|" + "---|---|---|" * len(EDIT_TYPES) + "---|",
     ]
     for method, m in s.items():
-        cells = [METHOD_NAMES[method], f"{m['psnr']:.2f}", f"{m['ssim']:.3f}", f"{m['invert_seconds']:.2f}",
+        cells = [m.get("label", method), f"{m['psnr']:.2f}", f"{m['ssim']:.3f}", f"{m['invert_seconds']:.2f}",
                  f"{m['unet_forward']:.0f} / {m['unet_backward']:.0f}"]
         for k in EDIT_TYPES:
             e = m[k]

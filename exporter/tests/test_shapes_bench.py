@@ -19,7 +19,7 @@ def test_make_and_score_perfect_results(tmp_path):
             assert e["prompt"] != item["prompt"]
     # the truth itself as the engine's output: every edit right, reconstruction perfect
     scenes = [{"id": it["id"], "methods": {"nulltext": {
-        "reconstruction": str(tmp_path / "set" / it["source"]), "seconds": 1.0, "unetForward": 10, "unetBackward": 5,
+        "label": "Null-text", "reconstruction": str(tmp_path / "set" / it["source"]), "seconds": 1.0, "unetForward": 10, "unetBackward": 5,
         "edits": [{"type": e["type"], "image": str(tmp_path / "set" / e["truth"]), "seconds": 0.5} for e in it["edits"]],
     }}} for it in data["scenes"]]
     results = tmp_path / "results.json"
