@@ -65,7 +65,14 @@ async function main(): Promise<void> {
         edits.push({ type: e.type, image, seconds: r.seconds });
       }
       const h = inv.artifact.header;
-      methods[method] = { label: METHOD_INFO[method].label, reconstruction, seconds: h.stats.seconds, unetForward: h.stats.unetForward, unetBackward: h.stats.unetBackward, edits };
+      methods[method] = {
+        label: METHOD_INFO[method].label,
+        reconstruction,
+        seconds: h.stats.seconds,
+        unetForward: h.stats.unetForward,
+        unetBackward: h.stats.unetBackward,
+        edits,
+      };
     }
     scenes.push({ id: item.id, methods });
     const elapsed = (performance.now() - started) / 1000;
