@@ -10,7 +10,8 @@ if ! command -v chromium >/dev/null; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; else echo "install Debian's chromium for the webview tests" >&2; exit 1; fi
 fi
 echo "== typecheck" && npx tsc --noEmit -p . && npx tsc --noEmit -p webview && npx tsc --noEmit -p test/e2e
-echo "== lint" && npx eslint src webview test bench && npx prettier --check --log-level warn "src/**/*.ts" "webview/**/*.ts" "test/**/*.ts" "bench/**/*.ts"
+# ESLint, knip (unused files, exports and dependencies), Prettier: package.json's "lint"
+echo "== lint" && npm run --silent lint
 echo "== build" && node scripts/build.mjs
 # The parity tests record each whole-trajectory deviation from the reference's fixtures; one line reports the
 # largest, so a drift between CPUs is visible before it fails (docs/tolerances.md).

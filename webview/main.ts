@@ -265,7 +265,7 @@ window.addEventListener("message", (event: MessageEvent<HostToWebview>) => {
       setBusy(false);
       grid.replaceChildren(...m.images.map((i) => figure(i)));
       notes.replaceChildren(...m.notes.map((n) => el("div", `note: ${n}`, "status")));
-      status.textContent = `"${sourcePrompt}"${m.seconds !== null ? ` · ${m.seconds.toFixed(1)} s` : ""} · ${m.unetForward} UNet forward + ${m.unetBackward} backward passes`;
+      status.textContent = `"${sourcePrompt}"${m.seconds !== null ? ` · ${m.seconds.toFixed(1)} s` : ""}${m.provider ? ` on ${m.provider}` : ""} · ${m.unetForward} UNet forward + ${m.unetBackward} backward passes`;
       plotSection.hidden = m.steps.length === 0;
       chart.set(m.steps);
       reveal.hidden = false;
@@ -295,7 +295,7 @@ window.addEventListener("message", (event: MessageEvent<HostToWebview>) => {
       setBusy(false);
       form.showError("");
       addEdit(m.edit);
-      status.textContent = `${m.edit.mode} edit in ${m.seconds.toFixed(1)} s`;
+      status.textContent = `${m.edit.mode} edit in ${m.seconds.toFixed(1)} s on ${m.provider}`;
       for (const n of m.notes) notes.append(el("div", `note: ${n}`, "status"));
       if (m.attention) {
         attention.setImage(m.edit.image.uri);

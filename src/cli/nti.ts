@@ -10,8 +10,17 @@ import { rmdir } from "node:fs/promises";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { readArtifact, InversionArtifact } from "../core/artifact";
-import { METHODS, parseReweight, parseWords, type InversionMethod, type InversionSettings } from "../core/settings";
-import { firstLine } from "../core/backend";
+import {
+  METHODS,
+  PROVIDER_CHOICES,
+  parseReweight,
+  parseWords,
+  type ExecutionProvider,
+  type InversionMethod,
+  type InversionSettings,
+  type ProviderChoice,
+} from "../core/settings";
+import { GraphSession, autoProviders, firstLine, providerListed, runtimeInfo } from "../core/backend";
 import { Engine, ScheduleName } from "../core/engine";
 import { loadMask } from "../core/image";
 import type { InnerLoop, NullInit, Progress } from "../core/inversion";
@@ -24,18 +33,24 @@ import { writeLossPlot } from "./lossPlot";
 const USAGE = `usage:
   nti invert <image> --prompt "..." [--model DIR] [--method ${METHODS.join("|")}] [--steps N]
              [--guidance W] [--schedule paper|fast] [--inner-steps N] [--lr X] [--inner-loop notebook|lean]
-             [--null-init empty|prompt] [--threads N] [--out DIR] [--plot] [--no-ddim] [--json]
+             [--null-init empty|prompt] [--out DIR] [--plot] [--no-ddim] [--json]
   nti reconstruct <artifact> [--model DIR] [--out DIR] [--json]
   nti edit <artifact> --prompt "..." [--prompt "..."] [--mode replace|refine|reweight] [--cross 0.8]
            [--self 0.4] [--reweight word=factor,...] [--blend word,...] [--blend-threshold 0.3]
            [--mask mask.png] [--mask-mode union|replace] [--model DIR] [--out DIR] [--json]
   nti attention <artifact> [--model DIR] [--out DIR] [--json]
+  nti doctor [--model DIR] [--json]
+
+every command that runs the model: [--provider ${PROVIDER_CHOICES.join("|")}] [--device-id N] [--threads N]
 
 invert --schedule: "paper" (default) is the authors' null-text schedule; "fast" starts from the prompt's
 embedding, ends each step's loop on an evaluated embedding and allows 3 iterations (about 5x fewer UNet
 passes at equal PSNR on shapes-tiny, bench/results/schedule.md). The flags after it override its values.
 edit: Prompt-to-Prompt on a saved inversion; the mode follows from the words changed unless given.
 attention: the source prompt's cross-attention maps, one PNG per token.
+doctor: the platform, the ONNX Runtime build and its providers, and which providers load each graph of a model.
+--provider: "auto" (default) takes the best GPU provider the platform's runtime loads and falls back to the
+CPU with a note saying why; --threads applies to the CPU provider only; --device-id picks a CUDA/DirectML GPU.
 --model defaults to the bundled shapes-tiny (models.json); for reconstruct, edit and attention, to the model
 of models.json the artifact was made with (found by its nti.json hash; an artifact never names a folder).
 --out defaults to ./nti-output (invert) or the artifact's folder; a folder made by a failed run is removed.
@@ -63,6 +78,8 @@ const OPTIONS = {
   "inner-loop": { type: "string" },
   "null-init": { type: "string" },
   threads: { type: "string" },
+  provider: { type: "string" },
+  "device-id": { type: "string" },
   out: { type: "string" },
   plot: { type: "boolean" },
   "no-ddim": { type: "boolean" },
@@ -91,7 +108,11 @@ async function main(argv: string[]): Promise<number> {
   if (command === "reconstruct") return reconstruct(target, values, controller.signal);
   if (command === "edit") return edit(target, values, controller.signal);
   if (command === "attention") return attention(target, values, controller.signal);
-  throw new UsageError(`unknown command "${command}" (invert, reconstruct, edit, attention)`);
+  if (command === "doctor") {
+    if (target !== undefined) throw new UsageError(`unexpected argument "${target}"`);
+    return doctor(values);
+  }
+  throw new UsageError(`unknown command "${command}" (invert, reconstruct, edit, attention, doctor)`);
 }
 
 type Values = {
@@ -155,6 +176,7 @@ async function invert(image: string | undefined, values: Values, signal: AbortSi
       lossPlot,
       method: header.settings.method,
       model: engine.model.id,
+      provider: engine.model.provider,
       psnr: round(result.psnr),
       ddimPsnr: result.ddimPsnr === null ? null : round(result.ddimPsnr),
       unetCalls: header.stats.unetForward,
@@ -173,7 +195,7 @@ async function invert(image: string | undefined, values: Values, signal: AbortSi
     } else {
       for (const note of result.notes) process.stderr.write(`note: ${note}\n`);
       const lines = [
-        `${summary.method} inversion of ${image} with "${clip(header.prompt)}" on ${summary.model}: ${summary.seconds} s, ${summary.unetCalls} UNet forward + ${summary.unetBackward} backward`,
+        `${summary.method} inversion of ${image} with "${clip(header.prompt)}" on ${summary.model} (${summary.provider}): ${summary.seconds} s, ${summary.unetCalls} UNet forward + ${summary.unetBackward} backward`,
         `reconstruction PSNR ${fmtDb(result.psnr)}${result.ddimPsnr !== null ? ` (DDIM only: ${fmtDb(result.ddimPsnr)})` : ""}`,
         `artifact        ${saved.artifact}`,
         `reconstruction  ${saved.reconstruction}`,
@@ -251,6 +273,7 @@ async function edit(artifactPath: string | undefined, values: Values, signal: Ab
       mode: result.edit.mode,
       prompts: result.edit.prompts,
       sourcePsnr: round(result.sourcePsnr),
+      provider: engine.model.provider,
       unetCalls: result.unetForward,
       seconds: round(result.seconds),
       notes: result.notes,
@@ -353,8 +376,71 @@ async function openForArtifact(
 async function openEngine(modelDir: string | undefined, values: Values): Promise<Engine> {
   return Engine.open(modelDir ?? (await defaultModelDir()), {
     threads: numberOption(values.threads, "--threads"),
+    executionProvider: providerOption(values.provider),
+    deviceId: numberOption(values["device-id"], "--device-id"),
     verifyHashes: !values["no-verify"],
   });
+}
+
+function providerOption(value: string | undefined): ProviderChoice {
+  if (value === undefined) return "auto";
+  if (!(PROVIDER_CHOICES as readonly string[]).includes(value))
+    throw new UsageError(`--provider must be one of ${PROVIDER_CHOICES.join(", ")}, got "${value}"`);
+  return value as ProviderChoice;
+}
+
+/**
+ * `nti doctor`: what this machine can run. Each provider the runtime lists is asked to load each graph of the
+ * model (sessions made and released), so "loads" means what a run would get, not what a list promises.
+ */
+async function doctor(values: Values): Promise<number> {
+  const runtime = runtimeInfo();
+  const report: Record<string, unknown> = {
+    platform: `${process.platform}-${process.arch}`,
+    node: process.version,
+    onnxruntime: runtime.version,
+    providers: runtime.providers,
+  };
+  const lines = [
+    `platform     ${report.platform} (Node ${process.version})`,
+    `onnxruntime  ${runtime.version}: ${runtime.providers.map((p) => `${p.name}${p.bundled ? "" : " (installable)"}`).join(", ")}`,
+    `auto tries   ${autoProviders().join(", ")}`,
+  ];
+  const modelDir = values.model ?? (await defaultModelDir());
+  const model = await Engine.open(modelDir, { verifyHashes: !values["no-verify"] }).then((e) => e.model);
+  const providers = PROVIDER_CHOICES.filter((p): p is ExecutionProvider => p !== "auto" && providerListed(p));
+  const graphs = [];
+  for (const [name, entry] of Object.entries(model.manifest.graphs)) {
+    if (!entry) continue;
+    const folder = path.posix.dirname(entry.file);
+    const bytes = Object.entries(model.manifest.files)
+      .filter(([f]) => f === entry.file || (folder !== "." && f.startsWith(`${folder}/`)))
+      .reduce((a, [, v]) => a + v.bytes, 0);
+    const loads: Record<string, string> = {};
+    for (const provider of providers) {
+      const started = performance.now();
+      loads[provider] = await GraphSession.create(name, path.join(model.dir, entry.file), { executionProvider: provider })
+        .then(async (s) => {
+          await s.release();
+          return `loads (${((performance.now() - started) / 1000).toFixed(1)} s)`;
+        })
+        .catch((error: unknown) => `no: ${firstLine(error).replace(/^.*cannot load it: /, "")}`);
+    }
+    graphs.push({ name, file: entry.file, bytes, loads });
+  }
+  await model.release();
+  report.model = { id: model.id, dir: model.dir, graphs };
+  if (values.json) {
+    process.stdout.write(JSON.stringify(report) + "\n");
+    return 0;
+  }
+  lines.push(`model        ${model.id} at ${model.dir}`);
+  for (const g of graphs) {
+    lines.push(`  ${g.name.padEnd(16)} ${(g.bytes / 1e6).toFixed(1).padStart(8)} MB  ${g.file}`);
+    for (const [provider, verdict] of Object.entries(g.loads)) lines.push(`    ${provider.padEnd(8)} ${verdict}`);
+  }
+  process.stdout.write(lines.join("\n") + "\n");
+  return 0;
 }
 
 /** models.json next to the package (dist/ or src/cli/ inside it), or null. */

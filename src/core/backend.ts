@@ -1,13 +1,20 @@
 /**
- * Every ONNX Runtime call of the engine lives here, so the execution provider (CPU today; CUDA or
- * WebGPU later) is a one-file swap. The rest of the engine sees plain typed arrays.
+ * Every ONNX Runtime call of the engine lives here, so the execution provider (CPU, CUDA, DirectML, CoreML,
+ * WebGPU) is chosen in one file. The rest of the engine sees plain typed arrays.
  */
 import * as ort from "onnxruntime-node";
+import type { ExecutionProvider } from "./settings";
+
+// Failures reach the caller as exceptions with their message; the runtime's own log lines (a provider library
+// that did not load while "auto" probes, nodes a GPU provider leaves to the CPU) would only clutter stderr.
+ort.env.logLevel = "fatal";
 
 export interface BackendOptions {
-  /** Intra-op threads; 0 lets ONNX Runtime choose. */
+  /** Intra-op threads of the CPU provider; 0 lets ONNX Runtime choose. Other providers ignore it. */
   threads?: number;
-  executionProvider?: "cpu" | "cuda";
+  executionProvider?: ExecutionProvider;
+  /** The GPU a CUDA or DirectML session runs on (default 0). */
+  deviceId?: number;
   /**
    * ONNX Runtime's graph optimisations (default "all"). Fusions pick other kernels and so another float
    * rounding; the parity tests run both to show their bounds hold across kernels (docs/tolerances.md).
@@ -44,16 +51,18 @@ export class GraphSession {
   ) {}
 
   static async create(label: string, file: string, options: BackendOptions = {}): Promise<GraphSession> {
+    const provider = options.executionProvider ?? "cpu";
     const sessionOptions: ort.InferenceSession.SessionOptions = {
-      executionProviders: [options.executionProvider ?? "cpu"],
+      executionProviders: [providerConfig(provider, options.deviceId)],
       graphOptimizationLevel: options.graphOptimization ?? "all",
     };
-    if (options.threads && options.threads > 0) sessionOptions.intraOpNumThreads = options.threads;
+    if (provider === "cpu" && options.threads && options.threads > 0) sessionOptions.intraOpNumThreads = options.threads;
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(file, sessionOptions);
     } catch (error) {
-      throw new Error(`${label}: ONNX Runtime cannot load it: ${firstLine(error)}`);
+      const reason = firstLine(error).replace(/^\/onnxruntime_src\/\S+:\d+ .*? was false\. /, ""); // keep the sentence, not the assertion
+      throw new ProviderError(provider, reason, `${label}: ONNX Runtime${provider === "cpu" ? "" : `'s ${provider} provider`} cannot load it: ${reason}`);
     }
     return new GraphSession(label, session);
   }
@@ -87,6 +96,55 @@ export class GraphSession {
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+/** A session that could not be created, with the provider that was asked for. */
+export class ProviderError extends Error {
+  override name = "ProviderError";
+  constructor(
+    readonly provider: ExecutionProvider,
+    /** The runtime's reason, without the file. */
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function providerConfig(provider: ExecutionProvider, deviceId = 0): ort.InferenceSession.ExecutionProviderConfig {
+  if (provider === "cuda" || provider === "dml") return { name: provider, deviceId };
+  return provider;
+}
+
+/**
+ * What "auto" tries, best first, on a platform: the vendor GPU providers a runtime for it can have (CUDA needs
+ * the runtime's CUDA install and NVIDIA's libraries; DirectML ships in the Windows build; CoreML in the macOS
+ * one), then CPU. WebGPU is only used when asked for: on machines without a GPU driver it runs on a software
+ * adapter, slower than the CPU provider.
+ */
+export function autoProviders(platform: NodeJS.Platform = process.platform): ExecutionProvider[] {
+  if (platform === "win32") return ["cuda", "dml", "cpu"];
+  if (platform === "darwin") return ["coreml", "cpu"];
+  return ["cuda", "cpu"];
+}
+
+/** How a user gets a provider that did not load, in one sentence (README "Execution providers"). */
+export const PROVIDER_HINTS: Record<ExecutionProvider, string> = {
+  cpu: "the CPU provider ships in every build",
+  cuda: "fetch the runtime's CUDA files (ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node, in the extension's or the CLI's folder) and install NVIDIA's CUDA 12 and cuDNN 9 runtime libraries (README: Execution providers)",
+  dml: "DirectML ships in the Windows builds of ONNX Runtime only, and needs a DirectX 12 GPU",
+  coreml: "CoreML ships in the macOS builds of ONNX Runtime only",
+  webgpu: "WebGPU needs a GPU adapter: a Vulkan driver on Linux, DirectX 12 on Windows, Metal on macOS",
+};
+
+/** The ONNX Runtime build this process loaded: its version and the providers it lists (bundled or installable). */
+export function runtimeInfo(): { version: string; providers: { name: string; bundled: boolean }[] } {
+  return { version: ort.env.versions.node ?? ort.env.versions.common, providers: ort.listSupportedBackends() };
+}
+
+/** Whether this runtime build knows the provider at all (DirectML is absent from Linux builds, for one). */
+export function providerListed(provider: ExecutionProvider): boolean {
+  return provider === "cpu" || ort.listSupportedBackends().some((b) => b.name === provider);
 }
 
 /** A NaN or infinity where a finite number was needed: in a graph's input or output, named. */

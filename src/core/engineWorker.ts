@@ -53,6 +53,7 @@ export function serveEngine(port: MessagePort): void {
       unetForward: h.stats.unetForward,
       unetBackward: h.stats.unetBackward,
       seconds: h.stats.seconds,
+      provider: engine.model.provider,
       notes: result.notes,
       attention,
     };
@@ -75,6 +76,7 @@ export function serveEngine(port: MessagePort): void {
       prompts: result.edit.prompts,
       sourcePsnr: Number.isFinite(result.sourcePsnr) ? result.sourcePsnr : null,
       seconds: result.seconds,
+      provider: engine.model.provider,
       notes: result.notes,
       attention: attentionData(result),
     };

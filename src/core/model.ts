@@ -7,10 +7,11 @@ import { createHash } from "node:crypto";
 import { createReadStream, promises as fs } from "node:fs";
 import { availableParallelism } from "node:os";
 import * as path from "node:path";
-import { BackendOptions, GraphSession, RunStats, firstLine } from "./backend";
+import { BackendOptions, GraphSession, PROVIDER_HINTS, ProviderError, RunStats, autoProviders, firstLine, providerListed } from "./backend";
 import { DEFAULT_FAMILY, FAMILIES, type ModelFamily } from "./families";
 import { FileReadError, MAX_BYTES, readRegularFile } from "./files";
 import { GraphEntry, GraphName, Manifest, ManifestError, validateManifest } from "./manifest";
+import { type ExecutionProvider, PROVIDER_CHOICES, type ProviderChoice } from "./settings";
 import { DdimScheduler } from "./scheduler";
 import { PromptTokenizer } from "./tokenizer";
 
@@ -18,7 +19,9 @@ export class ModelError extends Error {
   override name = "ModelError";
 }
 
-export interface OpenModelOptions extends BackendOptions {
+export interface OpenModelOptions extends Omit<BackendOptions, "executionProvider"> {
+  /** The execution provider, or "auto" (the best the platform's runtime loads; CPU with a note if none). Default cpu. */
+  executionProvider?: ProviderChoice;
   /** Check every file's sha256 against nti.json (cached per file size and mtime in this process). */
   verifyHashes?: boolean;
 }
@@ -28,6 +31,7 @@ const SMALL_UNET_BYTES = 32 * 1024 * 1024;
 export class Model {
   private readonly sessions = new Map<GraphName, Promise<GraphSession>>();
   private readonly ready = new Map<GraphName, GraphSession>();
+  private chosenProvider: ExecutionProvider = "cpu";
 
   private constructor(
     readonly dir: string,
@@ -35,7 +39,7 @@ export class Model {
     /** sha256 of nti.json: identifies the exact model an artifact was made with. */
     readonly manifestSha256: string,
     readonly tokenizer: PromptTokenizer,
-    private readonly options: OpenModelOptions,
+    private readonly options: Omit<OpenModelOptions, "executionProvider">,
     /** What was adjusted when opening (threads capped to the cores), for the results' notes. */
     readonly notes: string[] = [],
   ) {}
@@ -80,7 +84,43 @@ export class Model {
       notes.push(`${options.threads} threads asked for, ${cores} used: this machine has ${cores} cores`);
       options = { ...options, threads: cores };
     }
-    return new Model(root, manifest, sha, tokenizer, options, notes);
+    const { executionProvider: choice = "cpu", ...backend } = options;
+    const model = new Model(root, manifest, sha, tokenizer, backend, notes);
+    await model.chooseProvider(choice);
+    return model;
+  }
+
+  /** The execution provider every session of this model runs on. */
+  get provider(): ExecutionProvider {
+    return this.chosenProvider;
+  }
+
+  /**
+   * Settles the provider by loading the UNet on each candidate (the session is kept): an explicit provider
+   * that cannot load it is an error naming how to get it; "auto" falls back to CPU with a note saying why.
+   */
+  private async chooseProvider(choice: ProviderChoice): Promise<void> {
+    if (!PROVIDER_CHOICES.includes(choice))
+      throw new ModelError(`execution provider must be one of ${PROVIDER_CHOICES.join(", ")}, got ${JSON.stringify(choice)}`);
+    const tried: string[] = [];
+    for (const provider of choice === "auto" ? autoProviders() : [choice]) {
+      if (provider === "cpu") break;
+      if (!providerListed(provider)) {
+        tried.push(`${provider} is not in this ONNX Runtime build (${process.platform}-${process.arch})`);
+        continue;
+      }
+      this.chosenProvider = provider;
+      try {
+        await this.graph(this.has("unet") ? "unet" : "text_encoder");
+        return;
+      } catch (error) {
+        tried.push(`${provider} did not load the model (${error instanceof ProviderError ? error.reason : firstLine(error)})`);
+      }
+    }
+    this.chosenProvider = "cpu";
+    if (choice !== "auto" && choice !== "cpu")
+      throw new ModelError(`the ${choice} execution provider is not available: ${tried[0]}: ${PROVIDER_HINTS[choice]}; or use auto or cpu`);
+    if (tried.length) this.notes.push(`execution provider: cpu, since ${tried.join(", and ")}`);
   }
 
   get id(): string {
@@ -134,6 +174,7 @@ export class Model {
    * than one (bench/results/performance.md).
    */
   get intraOpThreads(): number {
+    if (this.chosenProvider !== "cpu") return 0; // thread settings are the CPU provider's
     if (this.options.threads && this.options.threads > 0) return this.options.threads;
     const unet = this.manifest.graphs.unet;
     const bytes = unet
@@ -164,7 +205,7 @@ export class Model {
       throw new ModelError(`${path.join(this.dir, "nti.json")}: this model has no ${name} graph, which this mode needs (re-export without --skip-grad)`);
     }
     const file = path.join(this.dir, entry.file);
-    const session = await GraphSession.create(file, file, { ...this.options, threads: this.intraOpThreads });
+    const session = await GraphSession.create(file, file, { ...this.options, executionProvider: this.chosenProvider, threads: this.intraOpThreads });
     checkSessionIo(file, entry, session);
     this.ready.set(name, session);
     return session;

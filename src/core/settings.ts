@@ -90,6 +90,14 @@ export interface InversionSettings {
  *   passes than the reference (bench/results/schedule.md).
  */
 export type ScheduleName = "paper" | "fast";
+/**
+ * ONNX Runtime execution providers the engine can ask for; "auto" picks the best the platform's runtime can
+ * load (src/core/backend.ts: autoProviders), CPU last.
+ */
+export const PROVIDER_CHOICES = ["auto", "cpu", "cuda", "dml", "coreml", "webgpu"] as const;
+export type ProviderChoice = (typeof PROVIDER_CHOICES)[number];
+export type ExecutionProvider = Exclude<ProviderChoice, "auto">;
+
 export const SCHEDULE_NAMES: ScheduleName[] = ["paper", "fast"];
 type ScheduleFields = Pick<InversionSettings, "innerLoop" | "nullInit" | "innerSteps" | "learningRate" | "earlyStop" | "earlyStopSlope">;
 export const NULL_TEXT_SCHEDULES: Record<ScheduleName, ScheduleFields> = {

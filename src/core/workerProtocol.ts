@@ -5,6 +5,7 @@ import type { Progress } from "./inversion";
 import type { OpenModelOptions } from "./model";
 import type { AttentionData, ChangeSummary, EditRecord } from "./output";
 import type { EditMode, EditSpec } from "./promptToPrompt";
+import type { ExecutionProvider } from "./settings";
 
 export interface InvertJob {
   kind: "invert";
@@ -49,6 +50,8 @@ export interface InvertSummary {
   unetForward: number;
   unetBackward: number;
   seconds: number;
+  /** The execution provider the model ran on. */
+  provider: ExecutionProvider;
   notes: string[];
   attention: AttentionData | null;
 }
@@ -67,6 +70,7 @@ export interface EditSummary {
   prompts: string[];
   sourcePsnr: number | null;
   seconds: number;
+  provider: ExecutionProvider;
   notes: string[];
   attention: AttentionData;
 }

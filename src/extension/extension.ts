@@ -5,9 +5,10 @@
  */
 import * as path from "node:path";
 import * as vscode from "vscode";
-import { METHOD_INFO, type InversionMethod } from "../core/settings";
+import { METHOD_INFO, type InversionMethod, type ProviderChoice } from "../core/settings";
 import { EngineClient } from "../core/engineClient";
 import type { ScheduleName } from "../core/engine";
+import type { OpenModelOptions } from "../core/model";
 import type { Progress } from "../core/inversion";
 import type { InvertSummary } from "../core/workerProtocol";
 import { POOR_RECONSTRUCTION_DB } from "../shared/protocol";
@@ -32,6 +33,7 @@ export function activate(context: vscode.ExtensionContext): NullTextApi {
   const host: PanelHost = {
     client: () => (client ??= new EngineClient(path.join(context.extensionPath, "dist", "worker.js"))),
     modelFolder: () => modelFolder(context.extensionPath),
+    modelOptions: () => modelOptions(settings()),
     knownModels: async () => [...(await knownModels(context.extensionPath)), ...(await configuredModel())],
     log: (line) => log.appendLine(line),
     exclusive,
@@ -146,8 +148,15 @@ function settings() {
     innerSteps: c.get<number | null>("innerSteps", null) ?? undefined,
     earlyStop: c.get<number | null>("earlyStopTolerance", null) ?? undefined,
     threads: c.get<number>("threads", 0),
+    executionProvider: c.get<ProviderChoice>("executionProvider", "auto"),
+    deviceId: c.get<number>("deviceId", 0),
     outputFolder: c.get<string>("outputFolder", "nti-output"),
   };
+}
+
+/** How the worker opens the model (provider, GPU, CPU threads), from the settings. */
+function modelOptions(s: ReturnType<typeof settings>): OpenModelOptions {
+  return { executionProvider: s.executionProvider, deviceId: s.deviceId, ...(s.threads > 0 ? { threads: s.threads } : {}) };
 }
 
 /**
@@ -227,7 +236,7 @@ async function invertImage(context: vscode.ExtensionContext, host: PanelHost, ur
   const outDir = outputFolder(image, s.outputFolder);
   const job = {
     modelDir,
-    modelOptions: s.threads > 0 ? { threads: s.threads } : {},
+    modelOptions: modelOptions(s),
     imagePath: image.fsPath,
     prompt,
     outDir,

@@ -11,6 +11,7 @@ import * as path from "node:path";
 import * as vscode from "vscode";
 import type { EngineClient } from "../core/engineClient";
 import type { Progress } from "../core/inversion";
+import type { OpenModelOptions } from "../core/model";
 import type { KnownModel } from "../core/modelList";
 import type { AttentionData, EditRecord } from "../core/output";
 import { METHOD_INFO } from "../core/settings";
@@ -32,6 +33,8 @@ export interface PanelHost {
   client(): EngineClient;
   /** The configured model folder (the setting, else the first bundled model). */
   modelFolder(): Promise<string>;
+  /** How the worker opens the model: provider, GPU, CPU threads (the settings). */
+  modelOptions(): OpenModelOptions;
   /** Every model the user has: the bundled ones and the configured one. */
   knownModels(): Promise<KnownModel[]>;
   log(line: string): void;
@@ -172,6 +175,7 @@ export class InversionPanel {
       images,
       steps: s.steps,
       seconds: s.seconds,
+      provider: s.provider,
       unetForward: s.unetForward,
       unetBackward: s.unetBackward,
       notes: s.notes,
@@ -221,6 +225,7 @@ export class InversionPanel {
       images,
       steps: header.steps,
       seconds: header.stats.seconds,
+      provider: null,
       unetForward: header.stats.unetForward,
       unetBackward: header.stats.unetBackward,
       notes: header.notes,
@@ -314,6 +319,7 @@ export class InversionPanel {
         this.host.client().edit(
           {
             modelDir,
+            modelOptions: this.host.modelOptions(),
             artifactPath: artifact,
             outDir,
             prompts: [r.prompt],
@@ -336,7 +342,7 @@ export class InversionPanel {
       );
       this.host.log(`edit "${r.prompt}" (${s.mode}) in ${s.seconds.toFixed(1)} s: ${s.images[0]}`);
       const edit = await this.panelEdit(s.attentionMaps.replace(/\.attention\.json$/, ""), s.images[0], s.record);
-      await this.post({ type: "edited", edit, attention: panelAttention(s.attention, 1), seconds: s.seconds, notes: s.notes });
+      await this.post({ type: "edited", edit, attention: panelAttention(s.attention, 1), seconds: s.seconds, provider: s.provider, notes: s.notes });
     } catch (error) {
       const e = error as Error;
       await this.post({

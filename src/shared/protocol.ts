@@ -79,6 +79,8 @@ export type HostToWebview =
       images: PanelImage[];
       steps: PanelStep[];
       seconds: number | null;
+      /** The execution provider that ran it; null for an artifact opened from disk (not recorded in it). */
+      provider: string | null;
       unetForward: number;
       unetBackward: number;
       notes: string[];
@@ -89,7 +91,7 @@ export type HostToWebview =
       /** Handed back by the panel serializer after a window reload to reopen this artifact. */
       restoreKey: string | null;
     }
-  | { type: "edited"; edit: PanelEdit; attention: PanelAttention | null; seconds: number; notes: string[] }
+  | { type: "edited"; edit: PanelEdit; attention: PanelAttention | null; seconds: number; provider: string; notes: string[] }
   | { type: "busy"; busy: boolean; what: string }
   /** A run ("run": the panel shows nothing of an inversion any more) or an edit ("edit": the inversion stays) failed. */
   | { type: "failed"; message: string; scope: "run" | "edit" };

@@ -38,7 +38,9 @@ test("package.json: nothing runs untrusted, activation only on the commands, the
   assert.equal(pkg.contributes.customEditors[0].selector[0].filenamePattern, "*.nti");
   const settings = Object.keys(pkg.contributes.configuration.properties).sort();
   assert.deepEqual(settings, [
+    "nullText.deviceId",
     "nullText.earlyStopTolerance",
+    "nullText.executionProvider",
     "nullText.guidance",
     "nullText.innerSteps",
     "nullText.method",

@@ -80,6 +80,7 @@ before(async () => {
     ],
     steps: h.steps,
     seconds: h.stats.seconds,
+    provider: "cpu",
     unetForward: h.stats.unetForward,
     unetBackward: h.stats.unetBackward,
     notes: result.notes,
@@ -105,6 +106,7 @@ before(async () => {
     },
     attention: { prompt: editPrompt, resolution: editAttention.resolution, tokens: editAttention.prompts[1].tokens },
     seconds: edit.seconds,
+    provider: "cpu",
     notes: [],
   };
   await serve();
@@ -174,6 +176,7 @@ test("the results: three images with PSNR, the full plot, the attention viewer r
   const captions = await page.locator("figcaption").allInnerTexts();
   assert.equal(captions.length, 3);
   assert.match(captions[2], /null-text\s+PSNR \d+\.\d\d dB/);
+  assert.match(await page.locator("[role=status]").first().innerText(), / s on cpu · \d+ UNet forward/, "the status names the provider that ran");
   assert.equal(await lossPoints(), 25);
   await page.locator(".word", { hasText: "circle" }).hover();
   assert.equal(await page.evaluate("window.ntiPanel.attentionWord()"), "circle");
