@@ -20,5 +20,7 @@ echo "== node tests" && NTI_DRIFT_FILE="$DRIFT_FILE" node --import tsx --test --
 NTI_DRIFT_FILE="$DRIFT_FILE" node --import tsx test/node/helpers/drift-summary.ts
 echo "== end-to-end, in a real VS Code build (code-server)" && bash scripts/e2e/install-code-server.sh >/dev/null && node scripts/e2e/run.mjs
 echo "== python tests" && bash scripts/test-python.sh
-# the .vsix a user installs builds from a fresh clone (no repository URL needed)
+# the .vsix files users install, one per platform, build from a fresh clone (no repository URL needed) and
+# each carries only its platform's native binaries
 echo "== package" && npm run --silent package
+echo "== packages" && node --import tsx --test --test-reporter=spec test/package/*.test.ts
