@@ -30,7 +30,10 @@ def regenerate_all_fixtures() -> int:
 
     if not Path("test/fixtures").is_dir():
         raise SystemExit("run from the repository root (test/fixtures/ not found)")
-    steps = [("test/fixtures/tiny (model and parity)", lambda: write(Path("test/fixtures/tiny"), "tiny", 0))]
+    steps = [
+        ("test/fixtures/tiny (model and parity)", lambda: write(Path("test/fixtures/tiny"), "tiny", 0)),
+        ("test/fixtures/sd21-tiny (SD 2.x features: model and parity)", lambda: write(Path("test/fixtures/sd21-tiny"), "sd21-tiny", 0)),
+    ]
     for module in sorted(Path(__file__).parent.glob("*_fixtures.py")):
         steps.append((module.stem, importlib.import_module(f".{module.stem}", __package__).main))
     for name, run in steps:
@@ -41,20 +44,22 @@ def regenerate_all_fixtures() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .configs import ARCHITECTURES
+
     parser = argparse.ArgumentParser(prog="python -m exporter", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_exp = sub.add_parser("export", help="export a diffusers model (local folder or hub id)")
     p_exp.add_argument("--from", dest="source", required=True, help="local diffusers folder or hub id")
     _common(p_exp)
     p_rand = sub.add_parser("random", help="export a randomly initialised model of a named architecture")
-    p_rand.add_argument("--config", required=True, choices=["tiny", "sd15-256", "sd15", "sd21"])
+    p_rand.add_argument("--config", required=True, choices=sorted(ARCHITECTURES))
     p_rand.add_argument("--seed", type=int, default=0)
     p_rand.add_argument("--diffusers-out", type=Path,
                         help="also save the random weights as a diffusers folder (for the PyTorch reference)")
     _common(p_rand)
     p_fix = sub.add_parser("fixtures", help="export the tiny model and write reference parity fixtures")
     p_fix.add_argument("--out", required=True, type=Path)
-    p_fix.add_argument("--config", default="tiny", choices=["tiny", "sd15-256", "sd15", "sd21"])
+    p_fix.add_argument("--config", default="tiny", choices=sorted(ARCHITECTURES))
     p_fix.add_argument("--seed", type=int, default=0)
     sub.add_parser("fixtures-all", help="regenerate every committed fixture of the engine's tests, in place (run from the repository root)")
     p_time = sub.add_parser("time", help="onnxruntime CPU time of one UNet forward and one gradient call")

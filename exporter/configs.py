@@ -43,6 +43,9 @@ class Architecture:
     text: dict[str, Any]
     # CLIP pads SD 1.x prompts with the end token and SD 2.x prompts with "!" (id 0).
     pad_with_eos: bool = True
+    # A word-level vocabulary of the test prompts instead of CLIP's 49408 ids: keeps the text encoder's
+    # embedding table, and so committed test fixtures, small.
+    word_vocab: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,6 +91,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         description="tiny random SD-architecture model (test only)",
         image_size=64,
         prediction_type="epsilon",
+        word_vocab=True,
         unet=dict(
             sample_size=16,
             in_channels=4,
@@ -157,6 +161,50 @@ ARCHITECTURES: dict[str, Architecture] = {
         ),
         pad_with_eos=False,
     ),
+    "sd21-tiny": Architecture(
+        name="sd21-tiny",
+        description="SD 2.x's block features at tiny size (test only): v-prediction, linear projections in and out "
+                    "of the transformer blocks, attention upcast to fp32, heads per level, GELU text tower, padding with "
+                    "'!' instead of the end token; 64 px for SD 2.1's 768",
+        image_size=64,
+        prediction_type="v_prediction",
+        unet=dict(
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+            up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+            block_out_channels=[16, 32],
+            layers_per_block=1,
+            attention_head_dim=[2, 4],  # heads per level, as SD 2.x's [5, 10, 20, 20] (head size 64 there, 8 here)
+            cross_attention_dim=32,
+            norm_num_groups=8,
+            use_linear_projection=True,
+            upcast_attention=True,
+        ),
+        vae=dict(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=["DownEncoderBlock2D"] * 3,
+            up_block_types=["UpDecoderBlock2D"] * 3,
+            block_out_channels=[8, 16, 16],
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=4,
+            sample_size=64,
+            scaling_factor=0.5,
+        ),
+        text=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            hidden_act="gelu",
+            projection_dim=32,
+        ),
+        pad_with_eos=False,
+        word_vocab=True,
+    ),
 }
 
 
@@ -180,7 +228,7 @@ def build_random(arch_name: str, seed: int = 0) -> Components:
         raise SystemExit(f"unknown config {arch_name!r}; known: {', '.join(ARCHITECTURES)}")
     arch = ARCHITECTURES[arch_name]
     torch.manual_seed(seed)
-    big_vocab = arch.name != "tiny"
+    big_vocab = not arch.word_vocab
     tokenizer, specials = build_word_tokenizer(clip_ids=big_vocab, pad_with_eos=arch.pad_with_eos)
     vocab_size = 49408 if big_vocab else tokenizer.get_vocab_size()
     text_cfg = CLIPTextConfig(

@@ -46,6 +46,7 @@ def test_the_family_written_is_sd2_only_for_sd2s_conditioning():
     assert family(cross_attention_dim=768, use_linear_projection=False) == "sd1"  # SD 1.x
     assert family(cross_attention_dim=1024, use_linear_projection=True) == "sd2"  # SD 2.x
     assert family(cross_attention_dim=32) == "sd1"  # the tiny and shapes configs
+    assert family(cross_attention_dim=32, use_linear_projection=True) == "sd2"  # the sd21-tiny test config
     manifest = json.loads(MANIFESTS[1].read_text())
     check_manifest({**manifest, "family": "sd2"})
     with pytest.raises(ValueError, match="nti.json: family:"):

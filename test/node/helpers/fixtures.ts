@@ -7,6 +7,8 @@ export const ROOT = path.resolve(__dirname, "../../..");
 export const TINY_DIR = path.join(ROOT, "test/fixtures/tiny");
 export const TINY_MODEL = path.join(TINY_DIR, "model");
 export const SHAPES_MODEL = path.join(ROOT, "models/shapes-tiny");
+/** SD 2.x's block features (v-prediction, linear projections, upcast attention) at tiny size. */
+export const SD21_TINY_DIR = path.join(ROOT, "test/fixtures/sd21-tiny");
 
 export interface TinyFixtures {
   meta: {
@@ -33,12 +35,13 @@ export interface TinyFixtures {
   row(name: string, i: number): Float32Array;
 }
 
-let cached: TinyFixtures | undefined;
+const cached = new Map<string, TinyFixtures>();
 
-export function tinyFixtures(): TinyFixtures {
-  if (cached) return cached;
-  const meta = JSON.parse(readFileSync(path.join(TINY_DIR, "fixtures.json"), "utf8"));
-  const file = readFileSync(path.join(TINY_DIR, "fixtures.safetensors"));
+export function tinyFixtures(dir = TINY_DIR): TinyFixtures {
+  const known = cached.get(dir);
+  if (known) return known;
+  const meta = JSON.parse(readFileSync(path.join(dir, "fixtures.json"), "utf8"));
+  const file = readFileSync(path.join(dir, "fixtures.safetensors"));
   const { tensors } = decodeSafetensors(new Uint8Array(file.buffer, file.byteOffset, file.length));
   const f32 = (name: string) => {
     const t = tensors[name];
@@ -50,8 +53,9 @@ export function tinyFixtures(): TinyFixtures {
     const n = t.shape.slice(1).reduce((a, b) => a * b, 1);
     return f32(name).subarray(i * n, (i + 1) * n);
   };
-  cached = { meta, tensors, f32, row };
-  return cached;
+  const fixtures = { meta, tensors, f32, row };
+  cached.set(dir, fixtures);
+  return fixtures;
 }
 
 /** max |a - b| / max |b|: the relative error the fixtures' tolerances are stated in. */
