@@ -2,7 +2,8 @@
 
 No weights can be downloaded where this project is built and tested, so every export path is exercised
 on randomly initialised models of the real architectures: `sd15` (SD 1.5 at full size), `sd21` (the
-SD 2.1 architecture with v-prediction, at the 512 px base size to keep CPU exports affordable) and
+SD 2.1 architecture with v-prediction, at the 512 px base size to keep CPU exports affordable), `sd21-tiny`
+(SD 2.x's block features at test size, for the parity tests) and
 `tiny` (same block types, a few thousand parameters, exports in seconds) and `sd15-256` (SD 1.5's block
 layout and text encoder at 256 px with a fifth of the UNet's channels: the mid-size model of the benchmarks,
 whose inversion runs in minutes on a CPU).

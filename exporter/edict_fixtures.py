@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .configs import build_random
+from .edict import edict_inversion, edict_sample
 from .fixtures import SOURCE_PROMPT
 from .reference import Reference, Settings, psnr
 
@@ -27,8 +28,8 @@ def main(out: Path = OUT) -> None:
     ref = Reference(build_random("tiny", 0), Settings(steps=STEPS, guidance=GUIDANCE))
     z0 = ref.image_to_latent(image)
     cond, uncond = ref.encode_prompts([SOURCE_PROMPT, ""]).chunk(2)
-    x_t, y_t = ref.edict_inversion(z0, cond, uncond)
-    x_0, y_0 = ref.edict_sample(x_t, y_t, cond, uncond)
+    x_t, y_t = edict_inversion(ref, z0, cond, uncond)
+    x_0, y_0 = edict_sample(ref, x_t, y_t, cond, uncond)
     reconstruction = ref.latent_to_image(x_0)[0]
     tensors = {"edict_z0": z0, "edict_x_T": x_t, "edict_y_T": y_t, "edict_x_0": x_0, "edict_y_0": y_0}
     save_file({k: v.contiguous().float() for k, v in tensors.items()}, str(out / "edict_fixtures.safetensors"))

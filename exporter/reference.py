@@ -7,6 +7,8 @@ its known defects fixed and each fix named:
 - local blend sizes its mask from the latent being blended, not from a global `x_t` (PR #88).
 - v-prediction models (SD 2.x) are handled in the DDIM steps.
 
+Methods with their own samplers keep their reference in their own module (EDICT: exporter/edict.py).
+
 Used (a) to write parity fixtures for the TypeScript engine and (b) as the speed baseline. It keeps the
 notebook's iteration schedule, redundant UNet passes included, and counts UNet evaluations.
 """
@@ -448,47 +450,11 @@ class Reference:
             offsets.append(pivots[len(pivots) - 2 - i] - rec)
         return offsets
 
-    # -- EDICT (Wallace, Gokul, Naik, "EDICT: Exact Diffusion Inversion via Coupled Transformations", CVPR
-    # 2023): two coupled latents whose DDIM updates use each other's noise and are mixed with weight p, so
-    # each generation step can be inverted exactly (no pivots, no optimisation). Epsilon prediction only.
-    EDICT_MIX = 0.93
-
-    def _edict_coefficients(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """x_prev = a x + b eps: the DDIM step from t to the previous level as a linear map of x and eps."""
-        alpha_t, alpha_prev = self.alpha(t), self.alpha(t - self.step_size)
-        a = (alpha_prev / alpha_t).sqrt()
-        b = (1 - alpha_prev).sqrt() - (alpha_prev * (1 - alpha_t) / alpha_t).sqrt()
-        return a, b
-
-    def _guided_noise(self, latent, t: int, cond, uncond) -> torch.Tensor:
+    def guided_noise(self, latent, t: int, cond, uncond) -> torch.Tensor:
+        """Classifier-free guided noise at one latent (one batch-2 UNet call)."""
         both = self.unet_out(torch.cat([latent] * 2), t, torch.cat([uncond, cond]))
         u, c = both.chunk(2)
         return u + self.s.guidance * (c - u)
-
-    @torch.no_grad()
-    def edict_inversion(self, z0: torch.Tensor, cond, uncond, p: float = EDICT_MIX) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x_T, y_T) from x_0 = y_0 = z0: each generation step undone, lowest timestep first."""
-        if self.prediction_type != "epsilon":
-            raise ValueError("EDICT here needs an epsilon-prediction model")
-        x, y = z0.clone(), z0.clone()
-        for t in reversed(self.timesteps):
-            a, b = self._edict_coefficients(t)
-            y_inter = (y - (1 - p) * x) / p
-            x_inter = (x - (1 - p) * y_inter) / p
-            y = (y_inter - b * self._guided_noise(x_inter, t, cond, uncond)) / a
-            x = (x_inter - b * self._guided_noise(y, t, cond, uncond)) / a
-        return x, y
-
-    @torch.no_grad()
-    def edict_sample(self, x: torch.Tensor, y: torch.Tensor, cond, uncond, p: float = EDICT_MIX) -> tuple[torch.Tensor, torch.Tensor]:
-        """The coupled generation from (x_T, y_T), highest timestep first; (x_0, y_0)."""
-        for t in self.timesteps:
-            a, b = self._edict_coefficients(t)
-            x_inter = a * x + b * self._guided_noise(y, t, cond, uncond)
-            y_inter = a * y + b * self._guided_noise(x_inter, t, cond, uncond)
-            x = p * x_inter + (1 - p) * y_inter
-            y = p * y_inter + (1 - p) * x
-        return x, y
 
     # -- sampling / editing
     @torch.no_grad()

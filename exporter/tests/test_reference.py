@@ -204,15 +204,16 @@ def test_edict_generation_undoes_its_inversion():
     import torch
 
     from exporter.configs import build_random
+    from exporter.edict import edict_inversion, edict_sample
     from exporter.reference import Reference, Settings
 
     ref = Reference(build_random("tiny", 0), Settings(steps=10, guidance=3.0))
     torch.manual_seed(0)
     z0 = torch.randn(1, 4, 16, 16)
     cond, uncond = ref.encode_prompts(["a red circle on a white background", ""]).chunk(2)
-    x_t, y_t = ref.edict_inversion(z0, cond, uncond)
-    x_0, _ = ref.edict_sample(x_t, y_t, cond, uncond)
+    x_t, y_t = edict_inversion(ref, z0, cond, uncond)
+    x_0, _ = edict_sample(ref, x_t, y_t, cond, uncond)
     right = float((x_0 - z0).abs().max() / z0.abs().max())
     assert right < 1e-2
-    wrong, _ = ref.edict_sample(x_t, y_t, cond, uncond, p=0.9)
+    wrong, _ = edict_sample(ref, x_t, y_t, cond, uncond, p=0.9)
     assert float((wrong - z0).abs().max() / z0.abs().max()) > 5 * right
