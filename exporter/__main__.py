@@ -10,6 +10,10 @@ import time
 from pathlib import Path
 
 
+#: what `export --from` reads as a single-file checkpoint (exporter/single_file.py SUFFIXES)
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="model folder to write")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
@@ -48,8 +52,17 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m exporter", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_exp = sub.add_parser("export", help="export a diffusers model (local folder or hub id)")
-    p_exp.add_argument("--from", dest="source", required=True, help="local diffusers folder or hub id")
+    p_exp = sub.add_parser("export", help="export a diffusers folder, a hub id, or a single-file checkpoint")
+    p_exp.add_argument("--from", dest="source", required=True,
+                       help="local diffusers folder, hub id, or a .safetensors/.ckpt in the original SD layout")
+    g = p_exp.add_argument_group("single-file checkpoints (exporter/single_file.py; read offline)")
+    g.add_argument("--family", choices=["sd1", "sd2"], help="override the family detected from the weights")
+    g.add_argument("--config", dest="arch", choices=sorted(ARCHITECTURES),
+                   help="the architecture (default: the shipped config of the family the UNet's widths match)")
+    g.add_argument("--prediction-type", choices=["epsilon", "v_prediction"],
+                   help="default: the checkpoint's metadata, else the config's (SD 2.x 768 px: v_prediction)")
+    g.add_argument("--clip-skip", type=int, help="read the text encoder this many layers from the end "
+                                                   "(A1111's clip skip; default: the metadata's, else 1)")
     _common(p_exp)
     p_rand = sub.add_parser("random", help="export a randomly initialised model of a named architecture")
     p_rand.add_argument("--config", required=True, choices=sorted(ARCHITECTURES))
@@ -90,7 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     from .configs import build_random
     from .export import export_components, load_diffusers
 
-    components = load_diffusers(args.source) if args.command == "export" else build_random(args.config, args.seed)
+    if args.command == "export" and Path(args.source).suffix in SINGLE_FILE_SUFFIXES:
+        from .single_file import load_single_file
+
+        components = load_single_file(Path(args.source), family=args.family, config=args.arch,
+                                      prediction_type=args.prediction_type, clip_skip=args.clip_skip)
+    elif args.command == "export":
+        components = load_diffusers(args.source)
+    else:
+        components = build_random(args.config, args.seed)
     manifest = export_components(components, args.out, opset=args.opset, fp16=args.fp16, skip_grad=args.skip_grad,
                                  force=args.force, quiet=args.quiet)
     if args.command == "random" and args.diffusers_out:
