@@ -21,7 +21,9 @@ from .tokenizer import describe as describe_tokenizer
 from .tokenizer import load_tokenizer
 
 FORMAT = "nti-model"
-FORMAT_VERSION = 1
+# Version 2: the three UNet graphs live in unet/ and keep their weights once, in unet/weights.bin (version 1
+# had unet_control and null_text_grad in nti/, each with its own copy). The engine reads both.
+FORMAT_VERSION = 2
 
 # Manifest key -> file in the folder. The first five follow the diffusers/Optimum ONNX layout.
 GRAPH_FILES = {
@@ -29,9 +31,13 @@ GRAPH_FILES = {
     "vae_encoder": "vae_encoder/model.onnx",
     "vae_decoder": "vae_decoder/model.onnx",
     "unet": "unet/model.onnx",
-    "unet_control": "nti/unet_control.onnx",
-    "null_text_grad": "nti/null_text_grad.onnx",
+    "unet_control": "unet/control.onnx",
+    "null_text_grad": "unet/null_text_grad.onnx",
 }
+#: the graphs that share one weights file, and that file (beside them: the runtime refuses data outside a
+#: graph's folder)
+SHARED_WEIGHTS = ("unet", "unet_control", "null_text_grad")
+WEIGHTS_FILE = "weights.bin"
 # Graphs kept in float32 under --fp16: SD's VAE overflows in fp16 (the "black images" of the reference
 # code), and the null-text loss reaches 1e-5, below what fp16 gradients resolve.
 FP32_ALWAYS = {"vae_encoder", "vae_decoder", "null_text_grad"}
@@ -119,7 +125,7 @@ def _export_into(c: Components, out: Path, *, opset: int, fp16: bool, skip_grad:
             m.to(torch.float32)
     prediction_type = c.scheduler_config.get("prediction_type", "epsilon")
     specs = graphs.graph_specs(c, c.image_size)
-    n_stages = 1 + len(specs) + 1 + (0 if skip_grad else 1) + (1 if fp16 else 0) + 1
+    n_stages = 1 + len(specs) + 1 + (0 if skip_grad else 1) + (1 if fp16 else 0) + 1 + 1
     progress = Progress(n_stages, quiet)
 
     with progress.stage("tokenizer"):
@@ -129,12 +135,12 @@ def _export_into(c: Components, out: Path, *, opset: int, fp16: bool, skip_grad:
         with progress.stage(spec.name):
             onnx_io.export_module(spec.module, spec.inputs, out / spec.name, spec.input_names, spec.output_names,
                                   spec.dynamic_axes, opset=opset)
-    with progress.stage("nti/unet_control.onnx"):
+    with progress.stage(GRAPH_FILES["unet_control"]):
         control = graphs.control_spec(unet)
         onnx_io.export_module(control.module, control.inputs, out / control.name, control.input_names,
                               control.output_names, control.dynamic_axes, opset=opset)
     if not skip_grad:
-        with progress.stage("nti/null_text_grad.onnx"):
+        with progress.stage(GRAPH_FILES["null_text_grad"]):
             grad_graph.export(unet, prediction_type, out / GRAPH_FILES["null_text_grad"], opset=opset)
     if fp16:
         with progress.stage("fp16 conversion"):
@@ -142,6 +148,9 @@ def _export_into(c: Components, out: Path, *, opset: int, fp16: bool, skip_grad:
                 if key not in FP32_ALWAYS and (out / rel).exists():
                     _convert_fp16(out / rel)
 
+    with progress.stage(f"one copy of the UNet weights (unet/{WEIGHTS_FILE})"):
+        shared = [Path(GRAPH_FILES[k]).name for k in SHARED_WEIGHTS if (out / GRAPH_FILES[k]).exists()]
+        sharing = onnx_io.share_external_data(out / "unet", shared, WEIGHTS_FILE)
     with progress.stage("nti.json"):
         module = control.module
         manifest = build_manifest(c, out, prediction_type=prediction_type, opset=opset, fp16=fp16,
@@ -153,6 +162,7 @@ def _export_into(c: Components, out: Path, *, opset: int, fp16: bool, skip_grad:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         tmp.rename(out / "nti.json")
     manifest["export_seconds"] = round(time.perf_counter() - progress.started, 1)
+    manifest["unet_weight_bytes"] = sharing  # held by the graphs / written once (for --json, not in nti.json)
     return manifest
 
 
@@ -177,7 +187,7 @@ def build_manifest(c: Components, out: Path, *, prediction_type: str, opset: int
         if not path.exists():
             continue
         io = onnx_io.describe_graph(path)
-        data = path.with_name(path.name + ".data")
+        data = path.with_name(WEIGHTS_FILE if key in SHARED_WEIGHTS else path.name + ".data")
         graphs_entry[key] = {
             "file": rel,
             "external_data": data.name if data.exists() else None,

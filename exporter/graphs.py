@@ -185,5 +185,5 @@ def control_spec(unet) -> GraphSpec:
         "noise_pred": {0: "batch"},
         "attention_maps": {0: "prompts"},
     }
-    return GraphSpec("nti/unet_control.onnx", module, control_example_inputs(unet), CONTROL_INPUTS,
+    return GraphSpec("unet/control.onnx", module, control_example_inputs(unet), CONTROL_INPUTS,
                      CONTROL_OUTPUTS, dyn)

@@ -27,8 +27,13 @@ def errors(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
 
 def test_manifest_describes_every_file_and_graph(tiny_folder):
     manifest = json.loads((tiny_folder / "nti.json").read_text())
-    assert manifest["format"] == "nti-model" and manifest["format_version"] == 1
+    assert manifest["format"] == "nti-model" and manifest["format_version"] == 2
     assert set(manifest["graphs"]) == set(GRAPH_FILES)
+    # one copy of the UNet weights: its three graphs hold no tensor data of their own
+    for key in ("unet", "unet_control", "null_text_grad"):
+        assert manifest["graphs"][key]["external_data"] == "weights.bin", key
+        assert manifest["files"][GRAPH_FILES[key]]["bytes"] < 2_000_000, key
+    assert not any(f.endswith(".data") and f.startswith("unet/") for f in manifest["files"])
     for rel, entry in manifest["files"].items():
         assert onnx_io.sha256(tiny_folder / rel) == entry["sha256"], rel
     assert "tokenizer/tokenizer.json" in manifest["files"]

@@ -26,7 +26,7 @@ def test_shipped_manifests_match_the_schema(path):
     (lambda m: m["graphs"]["unet"].update(file="../tiny/unet/model.onnx"), "graphs.unet.file"),
     (lambda m: m["tokenizer"].update(file="/etc/passwd"), "tokenizer.file"),
     (lambda m: m["graphs"].pop("unet"), "graphs"),
-    (lambda m: m.update(format_version=2), "format_version"),
+    (lambda m: m.update(format_version=3), "format_version"),
 ])
 def test_broken_manifests_are_refused_naming_the_field(change, field):
     manifest = copy.deepcopy(json.loads(MANIFESTS[1].read_text()))

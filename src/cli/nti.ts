@@ -24,6 +24,7 @@ import { GraphSession, autoProviders, firstLine, providerListed, runtimeInfo } f
 import { Engine, ScheduleName } from "../core/engine";
 import { loadMask } from "../core/image";
 import type { InnerLoop, NullInit, Progress } from "../core/inversion";
+import type { GraphEntry } from "../core/manifest";
 import { KnownModel, manifestSha256, modelsMatching, readModelList } from "../core/modelList";
 import { encodePng } from "../core/image";
 import { prepareOutputFolder, saveAttentionPngs, saveEdit, saveInversion, saveSet } from "../core/output";
@@ -410,12 +411,13 @@ async function doctor(values: Values): Promise<number> {
   const model = await Engine.open(modelDir, { verifyHashes: !values["no-verify"] }).then((e) => e.model);
   const providers = PROVIDER_CHOICES.filter((p): p is ExecutionProvider => p !== "auto" && providerListed(p));
   const graphs = [];
-  for (const [name, entry] of Object.entries(model.manifest.graphs)) {
-    if (!entry) continue;
-    const folder = path.posix.dirname(entry.file);
-    const bytes = Object.entries(model.manifest.files)
-      .filter(([f]) => f === entry.file || (folder !== "." && f.startsWith(`${folder}/`)))
-      .reduce((a, [, v]) => a + v.bytes, 0);
+  const entries = Object.entries(model.manifest.graphs).filter((e): e is [string, GraphEntry] => e[1] !== undefined);
+  const dataFile = (e: GraphEntry) => (e.external_data ? path.posix.join(path.posix.dirname(e.file), e.external_data) : null);
+  for (const [name, entry] of entries) {
+    const data = dataFile(entry);
+    // the graph and its weights; a weights file several graphs share (format version 2) counts for each
+    const bytes = (model.manifest.files[entry.file]?.bytes ?? 0) + (data ? (model.manifest.files[data]?.bytes ?? 0) : 0);
+    const sharesWith = entries.filter(([other, e]) => other !== name && data !== null && dataFile(e) === data).map(([other]) => other);
     const loads: Record<string, string> = {};
     for (const provider of providers) {
       const started = performance.now();
@@ -426,17 +428,19 @@ async function doctor(values: Values): Promise<number> {
         })
         .catch((error: unknown) => `no: ${firstLine(error).replace(/^.*cannot load it: /, "")}`);
     }
-    graphs.push({ name, file: entry.file, bytes, loads });
+    graphs.push({ name, file: entry.file, bytes, sharesWeightsWith: sharesWith, loads });
   }
   await model.release();
-  report.model = { id: model.id, dir: model.dir, graphs };
+  const folderBytes = Object.values(model.manifest.files).reduce((a, f) => a + f.bytes, 0);
+  report.model = { id: model.id, dir: model.dir, formatVersion: model.manifest.format_version, folderBytes, graphs };
   if (values.json) {
     process.stdout.write(JSON.stringify(report) + "\n");
     return 0;
   }
-  lines.push(`model        ${model.id} at ${model.dir}`);
+  lines.push(`model        ${model.id} at ${model.dir} (format ${model.manifest.format_version}, ${(folderBytes / 1e6).toFixed(1)} MB)`);
   for (const g of graphs) {
-    lines.push(`  ${g.name.padEnd(16)} ${(g.bytes / 1e6).toFixed(1).padStart(8)} MB  ${g.file}`);
+    const shared = g.sharesWeightsWith.length ? ` (weights shared with ${g.sharesWeightsWith.join(", ")})` : "";
+    lines.push(`  ${g.name.padEnd(16)} ${(g.bytes / 1e6).toFixed(1).padStart(8)} MB  ${g.file}${shared}`);
     for (const [provider, verdict] of Object.entries(g.loads)) lines.push(`    ${provider.padEnd(8)} ${verdict}`);
   }
   process.stdout.write(lines.join("\n") + "\n");

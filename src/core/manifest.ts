@@ -9,7 +9,12 @@ import type { FamilyId } from "./families";
 import type { PredictionType, SchedulerConfig } from "./scheduler";
 
 const MANIFEST_FORMAT = "nti-model";
-const MANIFEST_VERSION = 1;
+/**
+ * The folder versions this engine reads: 1 (each UNet graph with its own weights; unet_control and
+ * null_text_grad in nti/) and 2 (the three UNet graphs in unet/ over one unet/weights.bin). The engine reads
+ * both the same way: where a graph's weights live is ONNX external data, resolved by the runtime.
+ */
+const MANIFEST_VERSIONS = [1, 2];
 
 export type GraphName = "text_encoder" | "vae_encoder" | "vae_decoder" | "unet" | "unet_control" | "null_text_grad";
 
@@ -97,9 +102,9 @@ export function validateManifest(value: unknown, where = "nti.json"): Manifest {
   const m = value as Record<string, unknown>;
   // first, with messages of their own: what no other check means anything without
   if (m.format !== MANIFEST_FORMAT) fail(`format is ${JSON.stringify(m.format)}, expected "${MANIFEST_FORMAT}"`);
-  if (m.format_version !== MANIFEST_VERSION) {
+  if (!MANIFEST_VERSIONS.includes(m.format_version as number)) {
     fail(
-      `format_version ${JSON.stringify(m.format_version)} is not supported (this engine reads version ${MANIFEST_VERSION}); re-export the model or update the extension`,
+      `format_version ${JSON.stringify(m.format_version)} is not supported (this engine reads versions ${MANIFEST_VERSIONS.join(" and ")}); re-export the model with this project's exporter, or update the extension`,
     );
   }
   if (!checkSchema(value)) fail(schemaMessage(checkSchema.errors?.[0], value));
