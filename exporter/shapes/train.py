@@ -301,6 +301,21 @@ def tail_mask(ids: torch.Tensor) -> torch.Tensor:
     return pos[None] >= end[:, None]
 
 
+def isolate_words(te) -> None:
+    """--isolated-words: every text-encoder layer adds nothing to the residual stream (its attention output
+    projection and its MLP's last layer zeroed and frozen), so each position's output is the final layer norm
+    of its own token and position embeddings: changing one word changes that position's embedding and no other,
+    which is the invariance Prompt-to-Prompt's word swap assumes (a large CLIP has it nearly; a tiny encoder
+    trained jointly does not: exporter/shapes/grounding.py). The architecture, the ONNX graph and the model
+    folder are a CLIPTextModel's as before; the UNet must then bind a colour to its shape by position."""
+    for layer in getattr(te, "text_model", te).encoder.layers:  # transformers 5 dropped the text_model level
+        for lin in (layer.self_attn.out_proj, layer.mlp.fc2):
+            with torch.no_grad():
+                lin.weight.zero_()
+                lin.bias.zero_()
+            lin.requires_grad_(False)
+
+
 def tie_tail(ctx: torch.Tensor, ctx_empty: torch.Tensor, ids: torch.Tensor):
     """(what the UNet reads, tie loss) for --tail-tie.
 
@@ -325,6 +340,8 @@ def train_unet(a, out: Path, dev: torch.device, vae, sf: float, pool, log: Logge
     torch.manual_seed(a.seed + 1)
     unet = M.build_unet(a.unet_layout, sample_size=a.image_size // 4).to(dev)
     te = M.build_text_encoder().to(dev)
+    if a.isolated_words:
+        isolate_words(te)
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.999), weight_decay=0.01)
     ema = EMA(params, a.ema)
@@ -420,7 +437,8 @@ def train_ground(a, out: Path, dev: torch.device, unet, te, sf: float, pool, log
     unet.train()
     te.train()
     t0, rows = time.time() - elapsed, []
-    while step < a.ground_steps:
+    stop = min(a.ground_steps, a.ground_until) if a.ground_until else a.ground_steps
+    while step < stop:
         lr = _lr_at(step, a.ground_steps, a.ground_lr, a.ground_warmup, 0.1)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -443,13 +461,13 @@ def train_ground(a, out: Path, dev: torch.device, unet, te, sf: float, pool, log
         step += 1
         rows.append(dict(stage="ground", step=step, loss=eps.item(), grad_norm=float(gn), lr=lr,
                          elapsed_s=time.time() - t0, phrase_tie=tie.item(), grounding=ground.item()))
-        if step % a.log_every == 0 or step == a.ground_steps:
+        if step % a.log_every == 0 or step == stop:
             last = rows[-a.log_every:]
             print(f"[ground] {step}/{a.ground_steps} eps {np.mean([r['loss'] for r in last]):.4f} "
                   f"phrase-tie {np.mean([r['phrase_tie'] for r in last]):.2e} "
                   f"grounding {np.mean([r['grounding'] for r in last]):.4f} lr {lr:.2e} "
                   f"{rows[-1]['elapsed_s'] / max(1, step):.3f}s/step", flush=True)
-        if step % a.ckpt_every == 0 or step == a.ground_steps:
+        if step % a.ckpt_every == 0 or step == stop:
             log.write(rows)
             rows = []
             _save_joint(ck, unet, te, opt, ema, step, time.time() - t0)
@@ -575,6 +593,8 @@ def parse_args(argv=None):
                    help="the UNet reads the empty prompt's embeddings from the end token on, and the text encoder "
                         "is pulled there with this weight, so content comes from the words (0: off, the shipped "
                         "v1 recipe; see tie_tail)")
+    g.add_argument("--isolated-words", action="store_true",
+                   help="each text-encoder output depends on its own token only (see isolate_words)")
     g.add_argument("--unet-steps", type=int, default=8000)
     g.add_argument("--batch", type=int, default=64)
     g.add_argument("--lr", type=float, default=8e-4)
@@ -589,6 +609,9 @@ def parse_args(argv=None):
                         "its VAE, UNet and text encoder replace the vae and unet stages; the grounding stage follows")
     g = ap.add_argument_group("grounding (exporter/shapes/grounding.py): fine-tune after the unet stage")
     g.add_argument("--ground-steps", type=int, default=3500, help="steps of the grounding stage (0: none)")
+    g.add_argument("--ground-until", type=int, default=0,
+                   help="end the grounding stage after this step, its learning-rate schedule still that of "
+                        "--ground-steps, and save the model (the shipped weights stop at 1500 of 3000)")
     g.add_argument("--ground-lr", type=float, default=5e-4)
     g.add_argument("--ground-warmup", type=int, default=100)
     g.add_argument("--ground-ema", type=float, default=0.998)
@@ -621,10 +644,10 @@ def main(argv=None):
     argd = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
     # Settings that change the trained weights; the others (bookkeeping, evaluation) may change on resume.
     recipe = {k: v for k, v in argd.items()
-              if k not in ("out", "until", "threads", "device", "log_every", "ckpt_every", "vae_eval")
+              if k not in ("out", "until", "ground_until", "threads", "device", "log_every", "ckpt_every", "vae_eval")
               and not k.startswith("eval")}
     if args_path.exists():
-        old = {"unet_layout": "v1", "tail_tie": 0.0, "init_from": None, "ground_steps": 0,  # runs from before them
+        old = {"unet_layout": "v1", "tail_tie": 0.0, "isolated_words": False, "init_from": None, "ground_steps": 0,  # runs from before them
                **json.loads(args_path.read_text())}
         diff = {k: (old.get(k), v) for k, v in recipe.items() if old.get(k) != v}
         if diff:
@@ -664,6 +687,8 @@ def main(argv=None):
 
     if init:
         unet, te, step, unet_wall = init["unet"], init["text_encoder"], a.unet_steps, 0.0
+        if a.isolated_words:
+            isolate_words(te)
     else:
         unet, te, ema, step, unet_wall = train_unet(a, out, dev, vae, sf, pool, log, evlog)
         if step < a.unet_steps:
@@ -696,7 +721,7 @@ def main(argv=None):
         "pool": {"scenes": a.pool, "wall_s": pool_s},
         "unet": {"steps": step, "batch": a.batch, "wall_s": unet_wall,
                  "final_loss": _mean_loss(log, "unet", 200)},
-        "ground": {"steps": a.ground_steps, "batch": a.batch, "wall_s": ground_wall,
+        "ground": {"steps": min(a.ground_steps, a.ground_until or a.ground_steps), "batch": a.batch, "wall_s": ground_wall,
                    "final_loss": _mean_loss(log, "ground", 200)},
     }
     if a.eval_prompts:
