@@ -1,5 +1,5 @@
 /**
- * Prompt-to-Prompt (Hertz et al.) as inputs of the control UNet (`nti/unet_control.onnx`, docs/design.md §2):
+ * Prompt-to-Prompt (Hertz et al.) as inputs of the control UNet (`unet/control.onnx`, docs/design.md §2):
  * the token mappers of word swaps (replace) and added words (refine), reweight factors, the per-step
  * injection flags, and local blend. Mappers follow the authors' notebook exactly (replacement mapper
  * and global alignment), so edits match `exporter/reference.py`.

@@ -99,7 +99,8 @@ test("nti doctor: platform, runtime, providers, and which provider loads each gr
   const text = nti(["doctor"]);
   assert.equal(text.code, 0, text.stderr);
   assert.match(text.stdout, /^platform {5}\S+ \(Node v\d+/m);
-  assert.match(text.stdout, /^ {2}unet_control +\d+\.\d MB {2}nti\/unet_control\.onnx\n {4}cpu +loads/m);
+  assert.match(text.stdout, /^ {2}unet_control +\d+\.\d MB {2}unet\/control\.onnx \(weights shared with unet, null_text_grad\)\n {4}cpu +loads/m);
+  assert.match(text.stdout, /^model {8}shapes-tiny at .* \(format 2, \d+\.\d MB\)$/m);
 });
 
 test("WebGPU: every graph, given the real inputs of an inversion and an edit, matches the CPU", { skip: webgpu.skip }, () => {
@@ -111,10 +112,10 @@ test("WebGPU: every graph, given the real inputs of an inversion and an edit, ma
   assert.equal(r.status, 0, r.stderr);
   const j = JSON.parse(r.stdout) as { graphs: Record<string, { seconds: number; outputs: Record<string, { maxAbsDiff: number; maxAbs: number }> }> };
   assert.deepEqual(Object.keys(j.graphs).sort(), [
-    "nti/null_text_grad.onnx",
-    "nti/unet_control.onnx",
     "text_encoder/model.onnx",
+    "unet/control.onnx",
     "unet/model.onnx",
+    "unet/null_text_grad.onnx",
     "vae_decoder/model.onnx",
     "vae_encoder/model.onnx",
   ]);
