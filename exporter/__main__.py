@@ -18,7 +18,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="model folder to write")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--fp16", action="store_true", help="float16 text encoder and UNets, for GPU use")
-    p.add_argument("--skip-grad", action="store_true", help="leave out nti/null_text_grad.onnx (no null-text)")
+    p.add_argument("--skip-grad", action="store_true", help="leave out unet/null_text_grad.onnx (no null-text)")
     p.add_argument("--force", action="store_true", help="replace an existing folder")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")

@@ -541,7 +541,7 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
 
 
 def graph_control_inputs(ctl: P2PController, step: int) -> dict[str, np.ndarray]:
-    """The notebook controller's state at a step, as the inputs of `nti/unet_control.onnx`.
+    """The notebook controller's state at a step, as the inputs of `unet/control.onnx`.
 
     This is the contract the engine implements: refine's index mapper becomes a one-hot [77, 77] matrix,
     replace's mapper is used as is, the reweight factors become rows 1.. of `reweight` (row 0, the source,
