@@ -19,7 +19,7 @@
  *   npm run bench -- [--models shapes-tiny,sd15-256] [--name performance]
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
@@ -221,7 +221,11 @@ async function main(): Promise<void> {
     const paper = row.paper as { engine: Measured; reference: Measured };
     const fast = row.fast as { engine: Measured; reference: Measured };
     const passes = (x: Measured) => x.unetForward + x.unetBackward;
+    const manifest = JSON.parse(readFileSync(path.join(m.onnx, "nti.json"), "utf8")) as { format_version: number; files: Record<string, { bytes: number }> };
     Object.assign(row, {
+      formatVersion: manifest.format_version,
+      folderBytes: Object.values(manifest.files).reduce((a, f) => a + f.bytes, 0),
+      peakRssVsReference: paper.engine.peakRssMb / paper.reference.peakRssMb,
       overheadPercent: paper.engine.overheadPercent,
       speedupVsReference: paper.reference.seconds / paper.engine.seconds,
       fastSpeedupVsReference: paper.reference.seconds / fast.engine.seconds,
@@ -262,6 +266,7 @@ async function main(): Promise<void> {
       `- same schedule: the engine is **${fixed(r.speedupVsReference)}x** the reference's speed (paper) and ${fixed(r.fast.speedup)}x on the fast schedule; their reconstructions agree to ${db(r.paper.reconstructionAgreementDb)} / ${db(r.fast.reconstructionAgreementDb)} PSNR (paper / fast).`,
       `- fast schedule vs the reference's paper schedule: **${fixed(r.fastSpeedupVsReference)}x** faster, **${fixed(r.fewerPassesFastVsReference, 1)}x** fewer UNet passes.`,
       `- engine overhead (job time outside ONNX Runtime): ${fixed(r.overheadPercent, 1)}%.`,
+      `- model folder: ${fixed(r.folderBytes / 1e6, 1)} MB (format ${r.formatVersion}); peak RSS, engine / reference (paper): ${fixed(r.peakRssVsReference)}x.`,
       "",
     );
   }
