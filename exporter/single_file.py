@@ -88,26 +88,13 @@ def choose_architecture(state: dict[str, torch.Tensor], family: str, config: str
                           f"configs ({', '.join(FAMILY_CONFIGS[family])}): pass --config")
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character table, which CLIP's vocabulary is written in."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = keep[:]
-    extra = 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(keep, map(chr, chars)))
-
-
 def clip_tokenizer(pad_with_eos: bool):
     """CLIP's BPE tokenizer (49408 ids) from the shipped merges: SD 1.x pads with the end token, SD 2.x with '!'."""
-    from .tokenizer import load_tokenizer
+    from .tokenizer import bytes_to_unicode, load_tokenizer
 
     lines = gzip.open(CLIP_MERGES).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
     merges = [tuple(line.split()) for line in lines]
-    base = list(_bytes_to_unicode().values())
+    base = list(bytes_to_unicode().values())
     vocab = base + [b + "</w>" for b in base] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)

@@ -56,6 +56,19 @@ def build_word_tokenizer(
     return tok, {"bos": vocab[BOS], "eos": vocab[EOS], "pad": pad_id, "unk": vocab[UNK]}
 
 
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable character map (the base of the byte-level vocabulary)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in chars)))
+
+
 def load_tokenizer(folder: Path) -> Tokenizer:
     """Read a diffusers `tokenizer/` folder: tokenizer.json, or CLIP's vocab.json + merges.txt."""
     if (folder / "tokenizer.json").exists():

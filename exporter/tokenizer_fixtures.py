@@ -24,6 +24,8 @@ from pathlib import Path
 
 import regex
 
+from .tokenizer import bytes_to_unicode, load_tokenizer
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "test" / "fixtures" / "tokenizer"
 CLIP_DIR = OUT / "clip-bpe"
@@ -94,19 +96,6 @@ family portrait, trending on artstation, 4k, 8k, sharp focus, cinematic lighting
 circle circle circle square square triangle triangle background background painting painting photo photo
 """
 CLIP_MERGES = 400
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable character map (the base of the byte-level vocabulary)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in chars)))
 
 
 BYTE_ENCODER = bytes_to_unicode()
@@ -292,7 +281,6 @@ def main() -> None:
     from transformers import CLIPTokenizer
 
     from .reference import Tokens
-    from .tokenizer import load_tokenizer
 
     write_clip_folder(CLIP_DIR)
     expected: dict = {"max_length": MAX_LENGTH, "tokenizers": {}}
