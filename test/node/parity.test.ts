@@ -20,7 +20,17 @@ import {
   sampleStep,
 } from "../../src/core/inversion";
 import { modelOutputToRgb } from "../../src/core/image";
-import { PARITY_RUNTIME, TINY_DIR, TINY_MODEL, checkTrajectory, driftLine, maxAbsError, relativeError, tinyFixtures } from "./helpers/fixtures";
+import {
+  PARITY_RUNTIME,
+  TINY_DIR,
+  nullTextSettings,
+  TINY_MODEL,
+  checkTrajectory,
+  driftLine,
+  maxAbsError,
+  relativeError,
+  tinyFixtures,
+} from "./helpers/fixtures";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { decodeSafetensors } from "../../src/core/safetensors";
@@ -28,15 +38,7 @@ import { decodeSafetensors } from "../../src/core/safetensors";
 const fx = tinyFixtures();
 const S = fx.meta.settings.steps;
 const TOL = fx.meta.tolerances;
-const settings = {
-  guidance: fx.meta.settings.guidance,
-  innerSteps: fx.meta.settings.inner_steps,
-  learningRate: fx.meta.settings.lr,
-  earlyStop: fx.meta.settings.early_stop,
-  earlyStopSlope: fx.meta.settings.early_stop_slope,
-  innerLoop: "notebook" as const,
-  nullInit: "empty" as const,
-};
+const settings = nullTextSettings(fx);
 
 let model: Model;
 let run: Run;

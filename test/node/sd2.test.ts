@@ -9,20 +9,12 @@ import * as path from "node:path";
 import { after, before, test } from "node:test";
 import { Run, ddimInversion, encodePrompts, nullTextOptimization, nullTextStep, sample } from "../../src/core/inversion";
 import { Model } from "../../src/core/model";
-import { PARITY_RUNTIME, SD21_TINY_DIR, checkTrajectory, maxAbsError, relativeError, tinyFixtures } from "./helpers/fixtures";
+import { PARITY_RUNTIME, SD21_TINY_DIR, nullTextSettings, checkTrajectory, maxAbsError, relativeError, tinyFixtures } from "./helpers/fixtures";
 
 const fx = tinyFixtures(SD21_TINY_DIR);
 const S = fx.meta.settings.steps;
 const TOL = fx.meta.tolerances;
-const settings = {
-  guidance: fx.meta.settings.guidance,
-  innerSteps: fx.meta.settings.inner_steps,
-  learningRate: fx.meta.settings.lr,
-  earlyStop: fx.meta.settings.early_stop,
-  earlyStopSlope: fx.meta.settings.early_stop_slope,
-  innerLoop: "notebook" as const,
-  nullInit: "empty" as const,
-};
+const settings = nullTextSettings(fx);
 
 let model: Model;
 let run: Run;

@@ -58,6 +58,20 @@ export function tinyFixtures(dir = TINY_DIR): TinyFixtures {
   return fixtures;
 }
 
+/** The null-text settings the fixtures were written with (the paper's notebook loop from the empty prompt). */
+export function nullTextSettings(fx: TinyFixtures) {
+  const s = fx.meta.settings;
+  return {
+    guidance: s.guidance,
+    innerSteps: s.inner_steps,
+    learningRate: s.lr,
+    earlyStop: s.early_stop,
+    earlyStopSlope: s.early_stop_slope,
+    innerLoop: "notebook" as const,
+    nullInit: "empty" as const,
+  };
+}
+
 /** max |a - b| / max |b|: the relative error the fixtures' tolerances are stated in. */
 export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error(`lengths differ: ${a.length} vs ${b.length}`);
