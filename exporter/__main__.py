@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from .precision import DEFAULT_GRAD_PRECISION, GRAD_PRECISIONS
+
 
 #: what `export --from` reads as a single-file checkpoint (exporter/single_file.py SUFFIXES)
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
@@ -18,6 +20,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="model folder to write")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--fp16", action="store_true", help="float16 text encoder and UNets, for GPU use")
+    p.add_argument("--grad-precision", choices=GRAD_PRECISIONS, default=DEFAULT_GRAD_PRECISION,
+                   help="under --fp16, the null-text gradient graph's precision; float16-weights (the default) reads "
+                        "the UNet's float16 weights and computes in float32: one copy of the weights, and the gradient's "
+                        "direction kept (cosine >= 0.999 to float32's; a float16 backward falls to 0.4 at the last "
+                        "steps; python -m exporter.grad_precision measures it)")
     p.add_argument("--skip-grad", action="store_true", help="leave out unet/null_text_grad.onnx (no null-text)")
     p.add_argument("--force", action="store_true", help="replace an existing folder")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -112,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         components = load_diffusers(args.source)
     else:
         components = build_random(args.config, args.seed)
-    manifest = export_components(components, args.out, opset=args.opset, fp16=args.fp16, skip_grad=args.skip_grad,
-                                 force=args.force, quiet=args.quiet)
+    manifest = export_components(components, args.out, opset=args.opset, fp16=args.fp16,
+                                 grad_precision=args.grad_precision, skip_grad=args.skip_grad, force=args.force,
+                                 quiet=args.quiet)
     if args.command == "random" and args.diffusers_out:
         from .configs import save_diffusers
 

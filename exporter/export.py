@@ -17,6 +17,7 @@ import torch
 from .manifest_schema import check_manifest
 from . import grad_graph, graphs, onnx_io
 from .configs import Components
+from .precision import DEFAULT_GRAD_PRECISION, convert_precision, graph_precision
 from .tokenizer import describe as describe_tokenizer
 from .tokenizer import load_tokenizer
 
@@ -38,9 +39,6 @@ GRAPH_FILES = {
 #: graph's folder)
 SHARED_WEIGHTS = ("unet", "unet_control", "null_text_grad")
 WEIGHTS_FILE = "weights.bin"
-# Graphs kept in float32 under --fp16: SD's VAE overflows in fp16 (the "black images" of the reference
-# code), and the null-text loss reaches 1e-5, below what fp16 gradients resolve.
-FP32_ALWAYS = {"vae_encoder", "vae_decoder", "null_text_grad"}
 SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "clip_sample",
                   "set_alpha_to_one", "steps_offset", "prediction_type", "timestep_spacing")
 
@@ -76,27 +74,9 @@ def _latent_factor(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
-def _convert_fp16(path: Path) -> None:
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = onnx.load(str(path))
-    # Resize takes its roi/scales as float32 whatever the data type: keep those constants as they are.
-    producers = {o: n for n in model.graph.node for o in n.output}
-    keep = set()
-    for n in model.graph.node:
-        if n.op_type == "Resize":
-            for name in n.input[1:3]:
-                if name in producers:
-                    keep.add(producers[name].name)
-    # keep_io_types: the engine feeds and reads float32 whatever the graph computes in.
-    model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
-                                     node_block_list=sorted(keep))
-    onnx_io.save_model(model, path)
-
-
-def export_components(c: Components, out: Path, *, opset: int = 18, fp16: bool = False, skip_grad: bool = False,
-                      force: bool = False, quiet: bool = False) -> dict[str, Any]:
+def export_components(c: Components, out: Path, *, opset: int = 18, fp16: bool = False,
+                      grad_precision: str = DEFAULT_GRAD_PRECISION, skip_grad: bool = False, force: bool = False,
+                      quiet: bool = False) -> dict[str, Any]:
     """Export everything into `out` atomically: built in a sibling temp folder, renamed at the end."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
@@ -107,7 +87,8 @@ def export_components(c: Components, out: Path, *, opset: int = 18, fp16: bool =
         shutil.rmtree(work)
     work.mkdir()
     try:
-        manifest = _export_into(c, work, opset=opset, fp16=fp16, skip_grad=skip_grad, quiet=quiet)
+        manifest = _export_into(c, work, opset=opset, fp16=fp16, grad_precision=grad_precision, skip_grad=skip_grad,
+                                quiet=quiet)
         if out.exists():
             shutil.rmtree(out)
         work.rename(out)
@@ -117,7 +98,8 @@ def export_components(c: Components, out: Path, *, opset: int = 18, fp16: bool =
     return manifest
 
 
-def _export_into(c: Components, out: Path, *, opset: int, fp16: bool, skip_grad: bool, quiet: bool) -> dict:
+def _export_into(c: Components, out: Path, *, opset: int, fp16: bool, grad_precision: str, skip_grad: bool,
+                 quiet: bool) -> dict:
     unet, vae, text_encoder = c.unet, c.vae, c.text_encoder
     for m in (unet, vae, text_encoder):
         m.eval().requires_grad_(False)
@@ -145,8 +127,8 @@ def _export_into(c: Components, out: Path, *, opset: int, fp16: bool, skip_grad:
     if fp16:
         with progress.stage("fp16 conversion"):
             for key, rel in GRAPH_FILES.items():
-                if key not in FP32_ALWAYS and (out / rel).exists():
-                    _convert_fp16(out / rel)
+                if (out / rel).exists() and graph_precision(key, fp16, grad_precision) != "float32":
+                    convert_precision(out / rel, graph_precision(key, fp16, grad_precision))
 
     with progress.stage(f"one copy of the UNet weights (unet/{WEIGHTS_FILE})"):
         shared = [Path(GRAPH_FILES[k]).name for k in SHARED_WEIGHTS if (out / GRAPH_FILES[k]).exists()]
@@ -154,6 +136,7 @@ def _export_into(c: Components, out: Path, *, opset: int, fp16: bool, skip_grad:
     with progress.stage("nti.json"):
         module = control.module
         manifest = build_manifest(c, out, prediction_type=prediction_type, opset=opset, fp16=fp16,
+                                  grad_precision=grad_precision,
                                   map_resolution=module.map_resolution, map_layers=module.map_layers,
                                   self_injected_layers=module.self_injected_layers,
                                   timings=progress.timings)
@@ -173,8 +156,9 @@ def model_family(c: Components) -> str:
     return "sd2" if getattr(c.unet.config, "use_linear_projection", False) else "sd1"
 
 
-def build_manifest(c: Components, out: Path, *, prediction_type: str, opset: int, fp16: bool, map_resolution: int,
-                   map_layers: int, self_injected_layers: int, timings: dict[str, float]) -> dict:
+def build_manifest(c: Components, out: Path, *, prediction_type: str, opset: int, fp16: bool, grad_precision: str,
+                   map_resolution: int, map_layers: int, self_injected_layers: int,
+                   timings: dict[str, float]) -> dict:
     import diffusers
     import onnx
 
@@ -191,7 +175,7 @@ def build_manifest(c: Components, out: Path, *, prediction_type: str, opset: int
         graphs_entry[key] = {
             "file": rel,
             "external_data": data.name if data.exists() else None,
-            "precision": "float32" if (key in FP32_ALWAYS or not fp16) else "float16",
+            "precision": graph_precision(key, fp16, grad_precision),
             **io,
         }
     for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != "nti.json.tmp"):

@@ -14,6 +14,8 @@ import torch
 # Above this many bytes of weights a graph keeps them in `model.onnx.data` (ONNX external data): protobuf
 # caps a file at 2 GB, and small graphs are simpler to ship as one file.
 EXTERNAL_DATA_BYTES = 200 * 1024 * 1024
+#: tensors from this size on go to the shared weights file; smaller ones stay inside their graph
+SHARED_MIN_BYTES = 1024
 
 _DTYPES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -123,7 +125,7 @@ def share_external_data(folder: Path, graph_files: list[str], store: str) -> dic
             model = onnx.load(str(path), load_external_data=True)
             for t in model.graph.initializer:
                 raw = t.raw_data if t.HasField("raw_data") else numpy_helper.to_array(t).tobytes()
-                if len(raw) < 1024:
+                if len(raw) < SHARED_MIN_BYTES:
                     continue
                 held += len(raw)
                 key = hashlib.sha256(t.data_type.to_bytes(4, "little") + repr(list(t.dims)).encode() + raw).hexdigest()

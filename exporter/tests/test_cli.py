@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -68,13 +69,31 @@ def test_reference_invert_command_does_the_whole_job_and_counts_its_passes(tmp_p
         invert.run(src, small, "a red circle", Settings(steps=2))
 
 
-def test_fp16_keeps_the_vae_in_float32_and_stays_close(tmp_path, tiny_folder):
+def test_fp16_keeps_the_vae_in_float32_shares_one_weights_copy_and_stays_close(tmp_path, tiny_folder):
+    from exporter import grad_graph
+    from exporter.configs import build_random
+    from exporter.grad_precision import compare
+
     out = tmp_path / "fp16"
-    assert main(["random", "--config", "tiny", "--out", str(out), "--fp16", "--skip-grad", "--quiet"]) == 0
+    assert main(["random", "--config", "tiny", "--out", str(out), "--fp16", "--quiet"]) == 0
     manifest = json.loads((out / "nti.json").read_text())
-    assert manifest["graphs"]["unet"]["precision"] == "float16"
-    assert manifest["graphs"]["vae_decoder"]["precision"] == "float32"
+    precision = {k: g["precision"] for k, g in manifest["graphs"].items()}
+    assert precision == {"text_encoder": "float16", "vae_encoder": "float32", "vae_decoder": "float32",
+                         "unet": "float16", "unet_control": "float16", "null_text_grad": "float16-weights"}
     assert manifest["graphs"]["unet"]["inputs"][0]["dtype"] == "float32"  # I/O stays float32
+    # the gradient graph reads the float16 UNet's own weights: as much of it is shared as in float32 (the rest
+    # is the backward's own constants)
+    def shared_share(folder: Path) -> float:
+        def stored(graph: str) -> dict[int, int]:
+            model = onnx.load(str(folder / "unet" / graph), load_external_data=False)
+            entries = [{e.key: e.value for e in t.external_data} for t in model.graph.initializer if t.external_data]
+            return {int(e["offset"]): int(e["length"]) for e in entries}
+
+        unet, grad = stored("model.onnx"), stored("null_text_grad.onnx")
+        return sum(n for offset, n in grad.items() if offset in unet) / sum(grad.values())
+
+    assert shared_share(out) >= shared_share(tiny_folder) - 0.01 > 0.5
+
     rng = np.random.default_rng(0)
     feeds = {"sample": rng.standard_normal((2, 4, 16, 16)).astype(np.float32), "timestep": np.array([300]),
              "encoder_hidden_states": rng.standard_normal((2, 77, 32)).astype(np.float32)}
@@ -83,6 +102,15 @@ def test_fp16_keeps_the_vae_in_float32_and_stays_close(tmp_path, tiny_folder):
     rel = np.abs(half - full).max() / np.abs(full).max()
     print(f"fp16 UNet relative error {rel:.2e}")
     assert rel < 2e-2
+
+    inputs = grad_graph.example_inputs(build_random("tiny", seed=0).unet)
+    grad_feeds = {n: x.numpy() for n, x in zip(grad_graph.GRAD_INPUTS, inputs)}
+    want = ort.InferenceSession(str(tiny_folder / "unet" / "null_text_grad.onnx")).run(None, grad_feeds)
+    got = ort.InferenceSession(str(out / "unet" / "null_text_grad.onnx")).run(None, grad_feeds)
+    err = compare(want, got)
+    print(f"float16-weights gradient against float32: {err}")
+    # float16 weights, float32 arithmetic: only the weights' rounding (2^-11) moves the gradient
+    assert err["grad_cosine"] > 0.999 and err["grad_rel_err"] < 2e-2 and err["loss_rel_err"] < 1e-2
 
 
 def test_bad_input_gives_one_clear_line(tmp_path):
