@@ -164,6 +164,14 @@ def refinement_mapper(tokens: Tokens, source: str, edited: str) -> tuple[torch.T
 
 # ---- Prompt-to-Prompt control, notebook style ----------------------------------------------------------
 
+def default_blend(source: str, edited: list[str]) -> list[list[int]]:
+    """The engine's default local blend for a word swap (src/core/edit.ts resolveEdit): per prompt, the
+    positions of the words that differ; the source's are every edit's changed positions."""
+    words = source.split(" ")
+    changed = [[i for i, w in enumerate(e.split(" ")) if w != words[i]] for e in edited]
+    return [sorted({i for c in changed for i in c}), *changed]
+
+
 @dataclass
 class EditSpec:
     mode: str  # replace | refine | reweight
@@ -171,6 +179,7 @@ class EditSpec:
     self_replace_steps: float = 0.4
     reweight: dict[str, float] = field(default_factory=dict)  # word -> factor, on the edited prompt(s)
     blend_words: list[list[str]] | None = None  # per prompt, words whose maps make the local-blend mask
+    blend_word_indices: list[list[int]] | None = None  # per prompt, word positions instead (default_blend)
     blend_threshold: float = 0.3
     blend_start: float = 0.2
     user_mask: torch.Tensor | None = None  # [h, w] latent-size mask in [0, 1]
@@ -218,6 +227,12 @@ class P2PController:
             for i, (p, words) in enumerate(zip(prompts, spec.blend_words)):
                 for w in words:
                     alpha_layers[i, tokens.word_indices(p, w)] = 1
+            self.blend = alpha_layers
+        elif spec.blend_word_indices is not None:
+            alpha_layers = torch.zeros(self.k, MAX_TOKENS)
+            for i, (p, indices) in enumerate(zip(prompts, spec.blend_word_indices)):
+                for w in indices:
+                    alpha_layers[i, tokens.word_token_indices(p, w)] = 1
             self.blend = alpha_layers
         self.blend_start = int(spec.blend_start * num_steps)
         self.mask_history: list[torch.Tensor] = []

@@ -78,7 +78,7 @@ export class EditForm {
     fields.push(w);
     [w, this.reweight] = field("Reweight (word=factor, ...; optional)", "edit-reweight", "", { placeholder: "none (e.g. red=3)" });
     fields.push(w);
-    [w, this.blend] = field("Local blend words (optional)", "edit-blend", "", { placeholder: "none (e.g. circle)" });
+    [w, this.blend] = field("Local blend words", "edit-blend", "", { placeholder: "the swapped words (none: no blend)" });
     fields.push(w);
     [w, this.blendThreshold] = field("Local blend threshold (0 to 1)", "edit-blend-threshold", "0.3", { type: "number", min: "0", max: "1", step: "0.05" });
     fields.push(w);

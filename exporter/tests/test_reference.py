@@ -217,3 +217,14 @@ def test_edict_generation_undoes_its_inversion():
     assert right < 1e-2
     wrong, _ = edict_sample(ref, x_t, y_t, cond, uncond, p=0.9)
     assert float((wrong - z0).abs().max() / z0.abs().max()) > 5 * right
+
+
+def test_default_blend_is_the_engines_rule():
+    """src/core/edit.ts resolveEdit: per prompt, the swapped words' positions (test/node/edit.test.ts checks the
+    engine on the same prompts)."""
+    from exporter.reference import default_blend
+
+    source = "a red circle and a red square on a white background"
+    assert default_blend(source, ["a blue circle and a red square on a white background"]) == [[1], [1]]
+    assert default_blend(source, ["a blue circle and a red square on a white background",
+                                  "a red circle and a red square on a black background"]) == [[1, 9], [1], [9]]

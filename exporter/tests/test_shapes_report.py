@@ -12,7 +12,7 @@ def _edit(background_db: float, coverage: float = 0.4) -> dict:
 
 
 def _summary(background_db: float) -> dict:
-    edits = {name: _edit(background_db) for name in (*R.EDIT_KINDS, "colour_no_blend", "colour_full_injection")}
+    edits = {name: _edit(background_db) for name in (*R.EDIT_KINDS, *R.COLOUR_VARIANTS)}
     edits["colour_full_injection"]["background_psnr"] = 30.0
     measured = {"t2i_accuracy": 0.95, "nulltext_psnr": 33.0, "nulltext_minus_ddim_db": 15.0,
                 "colour_swap_accuracy": 0.95, "colour_swap_background_psnr": background_db,

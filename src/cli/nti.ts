@@ -14,7 +14,7 @@ import {
   METHODS,
   PROVIDER_CHOICES,
   parseReweight,
-  parseWords,
+  parseBlend,
   type ExecutionProvider,
   type InversionMethod,
   type InversionSettings,
@@ -37,7 +37,7 @@ const USAGE = `usage:
              [--null-init empty|prompt] [--out DIR] [--plot] [--no-ddim] [--json]
   nti reconstruct <artifact> [--model DIR] [--out DIR] [--json]
   nti edit <artifact> --prompt "..." [--prompt "..."] [--mode replace|refine|reweight] [--cross 0.8]
-           [--self 0.4] [--reweight word=factor,...] [--blend word,...] [--blend-threshold 0.3]
+           [--self 0.4] [--reweight word=factor,...] [--blend word,...|none] [--blend-threshold 0.3]
            [--mask mask.png] [--mask-mode union|replace] [--model DIR] [--out DIR] [--json]
   nti attention <artifact> [--model DIR] [--out DIR] [--json]
   nti doctor [--model DIR] [--json]
@@ -47,7 +47,9 @@ every command that runs the model: [--provider ${PROVIDER_CHOICES.join("|")}] [-
 invert --schedule: "paper" (default) is the authors' null-text schedule; "fast" starts from the prompt's
 embedding, ends each step's loop on an evaluated embedding and allows 3 iterations (about 5x fewer UNet
 passes at equal PSNR on shapes-tiny, bench/results/schedule.md). The flags after it override its values.
-edit: Prompt-to-Prompt on a saved inversion; the mode follows from the words changed unless given.
+edit: Prompt-to-Prompt on a saved inversion; the mode follows from the words changed unless given. A word
+swap blends locally on the swapped words by default, so the image changes only where they are; --blend
+names other words, --blend none turns it off.
 attention: the source prompt's cross-attention maps, one PNG per token.
 doctor: the platform, the ONNX Runtime build and its providers, and which providers load each graph of a model.
 --provider: "auto" (default) takes the best GPU provider the platform's runtime loads and falls back to the
@@ -243,7 +245,7 @@ async function edit(artifactPath: string | undefined, values: Values, signal: Ab
   } catch (error) {
     throw new UsageError(`--${(error as Error).message}`);
   }
-  const blendWords = values.blend === undefined ? undefined : parseWords(values.blend);
+  const blendWords = parseBlend(values.blend);
   const prompts = values.prompt;
   const { artifact, out, engine } = await openForArtifact(artifactPath, values, signal);
   try {

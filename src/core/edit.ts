@@ -6,7 +6,7 @@
  */
 import { f32, scalar, timestepFeed } from "./backend";
 import { Run } from "./inversion";
-import { ControlTensors, EDIT_MODES, EditError, EditSpec, ResolvedEdit, chooseMode, localBlend, stepFlags } from "./promptToPrompt";
+import { ControlTensors, EDIT_MODES, EditError, EditSpec, ResolvedEdit, changedWordIndices, chooseMode, localBlend, stepFlags } from "./promptToPrompt";
 import { ddimStep, guide } from "./scheduler";
 
 export function resolveEdit(source: string, spec: EditSpec): ResolvedEdit {
@@ -29,13 +29,25 @@ export function resolveEdit(source: string, spec: EditSpec): ResolvedEdit {
   for (const [word, factor] of Object.entries(spec.reweight ?? {})) {
     if (!Number.isFinite(factor)) throw new EditError(`reweight factor of "${word}" is not a number`);
   }
+  // Local blend on the swapped words unless told otherwise (Hertz et al.'s local blend, on the words the
+  // edit changed): the source's changed words and each edit's, at their own positions.
+  let blendWords = spec.blendWords ?? [];
+  let blendWordIndices: number[][] | null = null;
+  if (spec.blendWords === undefined && mode === "replace") {
+    const changed = spec.prompts.map((p) => changedWordIndices(source, p));
+    const inSource = [...new Set(changed.flat())].sort((a, b) => a - b);
+    blendWordIndices = [inSource, ...changed];
+    const words = [source, ...spec.prompts].flatMap((p, b) => blendWordIndices![b].map((i) => p.split(" ")[i]));
+    blendWords = [...new Set(words)];
+  }
   return {
     prompts: [source, ...spec.prompts],
     mode,
     crossReplaceSteps: fraction(spec.crossReplaceSteps, 0.8, "cross-replace steps"),
     selfReplaceSteps: fraction(spec.selfReplaceSteps, 0.4, "self-replace steps"),
     reweight: spec.reweight ?? {},
-    blendWords: spec.blendWords ?? [],
+    blendWords,
+    blendWordIndices,
     blendThreshold: fraction(spec.blendThreshold, 0.3, "blend threshold"),
     blendStart: fraction(spec.blendStart, 0.2, "blend start"),
     userMaskMode: spec.userMaskMode ?? "union",

@@ -158,6 +158,8 @@ export interface EditRecord {
   selfReplaceSteps: number;
   reweight: Record<string, number>;
   blendWords: string[];
+  /** The blend words were the changed words, chosen by the engine (absent in records before 0.x). */
+  blendAutomatic?: boolean;
   blendThreshold: number;
   userMask: boolean;
   seconds: number;
@@ -277,6 +279,7 @@ export async function saveEdit(outDir: string, artifactPath: string, result: Edi
     selfReplaceSteps: e.selfReplaceSteps,
     reweight: e.reweight,
     blendWords: e.blendWords,
+    blendAutomatic: e.blendWordIndices !== null,
     blendThreshold: e.blendThreshold,
     userMask: result.userMask,
     seconds: Number(result.seconds.toFixed(3)),

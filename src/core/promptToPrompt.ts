@@ -24,7 +24,11 @@ export interface EditSpec {
   selfReplaceSteps?: number;
   /** word -> factor on the edited prompts' cross-attention (e.g. {"red": 3}). */
   reweight?: Record<string, number>;
-  /** Local blend: words whose cross-attention makes the edit mask, looked up in every prompt. */
+  /**
+   * Local blend: words whose cross-attention makes the edit mask, looked up in every prompt. Absent: the
+   * words a word swap changed, at their own positions (so only what the words changed changes); none for
+   * refine and reweight, whose added or reweighted words may well mean the whole image. [] turns it off.
+   */
   blendWords?: string[];
   blendThreshold?: number;
   /** Fraction of the steps before local blend starts (default 0.2: from step 10 of 50). */
@@ -40,10 +44,22 @@ export interface ResolvedEdit {
   crossReplaceSteps: number;
   selfReplaceSteps: number;
   reweight: Record<string, number>;
+  /** The words that make the blend mask (for display: the changed words when chosen automatically). */
   blendWords: string[];
+  /** When the blend words were chosen automatically: per prompt, the indices of its changed words. */
+  blendWordIndices: number[][] | null;
   blendThreshold: number;
   blendStart: number;
   userMaskMode: "union" | "replace";
+}
+
+/** Indices of the words of `edited` that differ from `source`'s at the same place (prompts of equal length). */
+export function changedWordIndices(source: string, edited: string): number[] {
+  const a = source.split(" ");
+  return edited
+    .split(" ")
+    .map((w, i) => (w !== a[i] ? i : -1))
+    .filter((i) => i >= 0);
 }
 
 /** Word swap when the prompts have as many words and differ; refine when words were added or removed; reweight for the same prompt. */
@@ -181,7 +197,12 @@ export function controlTensors(tok: PromptTokenizer, edit: ResolvedEdit): Contro
     if (!found) throw new EditError(`reweight word "${word}" is not a word of the edited prompt${edits.length > 1 ? "s" : ""}`);
   }
   let blendTokens: Float32Array | null = null;
-  if (edit.blendWords.length) {
+  if (edit.blendWordIndices) {
+    blendTokens = new Float32Array(k * T);
+    edit.blendWordIndices.forEach((indices, b) => {
+      for (const i of indices) for (const pos of tok.wordTokenIndices(edit.prompts[b], i)) blendTokens![b * T + pos] = 1;
+    });
+  } else if (edit.blendWords.length) {
     blendTokens = new Float32Array(k * T);
     for (const word of edit.blendWords) {
       let found = false;

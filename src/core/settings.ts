@@ -159,7 +159,19 @@ export function parseReweight(text: string): Record<string, number> {
   return out;
 }
 
-/** Local-blend words as typed: separated by commas or spaces. */
+/** What turns local blend off where words are asked for (the CLI's --blend, the panel's field). */
+export const NO_BLEND = "none";
+
+/**
+ * Local-blend words as typed: separated by commas or spaces. Nothing typed means the default (the words a
+ * word swap changed, src/core/promptToPrompt.ts EditSpec.blendWords): undefined; "none" means no blend: [].
+ */
+export function parseBlend(text: string | undefined): string[] | undefined {
+  if (text === undefined || !text.trim()) return undefined;
+  return text.trim() === NO_BLEND ? [] : parseWords(text);
+}
+
+/** Words as typed: separated by commas or spaces. */
 export function parseWords(text: string): string[] {
   return text
     .split(/[,\s]+/)

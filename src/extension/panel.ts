@@ -26,7 +26,8 @@ import {
   methodLabel,
   parseReweight,
   parseWebviewMessage,
-  parseWords,
+  NO_BLEND,
+  parseBlend,
 } from "../shared/protocol";
 
 export interface PanelHost {
@@ -273,7 +274,8 @@ export class InversionPanel {
       reweight: Object.entries(record.reweight ?? {})
         .map(([w, f]) => `${w}=${f}`)
         .join(", "),
-      blend: (record.blendWords ?? []).join(", "),
+      blend: record.blendAutomatic ? "" : (record.blendWords ?? []).length ? record.blendWords.join(", ") : NO_BLEND,
+      blendUsed: (record.blendWords ?? []).join(", "),
       blendThreshold: record.blendThreshold,
     };
   }
@@ -327,7 +329,7 @@ export class InversionPanel {
             crossReplaceSteps: r.cross,
             selfReplaceSteps: r.self,
             reweight,
-            blendWords: parseWords(r.blend),
+            blendWords: parseBlend(r.blend),
             blendThreshold: r.blendThreshold,
             paintedMask: r.mask ?? undefined,
           },

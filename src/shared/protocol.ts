@@ -6,7 +6,7 @@
  */
 
 // One vocabulary: method labels and the reweight / blend-word syntax come from the settings module.
-export { methodLabel, parseReweight, parseWords } from "../core/settings";
+export { NO_BLEND, methodLabel, parseBlend, parseReweight } from "../core/settings";
 export const EDIT_MODE_CHOICES = ["auto", "replace", "refine", "reweight"] as const;
 export type EditModeChoice = (typeof EDIT_MODE_CHOICES)[number];
 
@@ -55,7 +55,10 @@ export interface PanelEdit {
   cross: number;
   self: number;
   reweight: string;
+  /** As the form takes it: "" for the default (the swapped words), "none", or words. */
   blend: string;
+  /** The words whose maps made the blend mask ("" without a blend). */
+  blendUsed: string;
   blendThreshold: number;
 }
 

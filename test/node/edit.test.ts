@@ -12,6 +12,7 @@ import { after, before, describe, test } from "node:test";
 import { Engine } from "../../src/core/engine";
 import { EditError, chooseMode, controlTensors, localBlend, replacementMapper } from "../../src/core/promptToPrompt";
 import { resolveEdit } from "../../src/core/edit";
+import { parseBlend } from "../../src/core/settings";
 import { decodeSafetensors } from "../../src/core/safetensors";
 import { fixtureArtifact } from "./helpers/artifact";
 import { PARITY_RUNTIME, SHAPES_MODEL, TINY_DIR, TINY_MODEL, checkTrajectory, driftLine, maxAbsError, relativeError, tinyFixtures } from "./helpers/fixtures";
@@ -35,7 +36,7 @@ const TRAJECTORY = fx.meta.tolerances.trajectory_latent_rel;
 describe("edits vs the reference (tiny random model)", () => {
   for (const [name, e] of Object.entries<any>(fx.meta.edits)) {
     test(`${name}: edited latents and attention maps`, async (t) => {
-      const blendWords = e.blend_words ? [...new Set((e.blend_words as string[][]).flat())] : undefined;
+      const blendWords = e.blend_words ? [...new Set((e.blend_words as string[][]).flat())] : []; // [] = no blend, as the fixture
       const r = await engine.edit(fixtureArtifact(engine.model), { prompts: [e.prompts[1]], mode: e.mode, reweight: e.reweight, blendWords });
       assert.equal(r.edit.mode, e.mode, "mode chosen from the prompts");
       const latErr = relativeError(r.latents, fx.f32(`edit_${name}_latents`));
@@ -121,6 +122,31 @@ describe("edit specs", () => {
     const tok = engine.model.tokenizer;
     assert.throws(() => controlTensors(tok, resolveEdit("a red circle", { prompts: ["a blue circle"], reweight: { green: 2 } })), /reweight word "green"/);
     assert.throws(() => controlTensors(tok, resolveEdit("a red circle", { prompts: ["a blue circle"], blendWords: ["square"] })), /blend word "square"/);
+  });
+
+  test("a word swap blends on its swapped words by default, at their own positions; refine and 'none' do not", () => {
+    const tok = engine.model.tokenizer;
+    const T = tok.maxLength;
+    const source = "a red circle and a red square on a white background";
+    const edited = "a blue circle and a red square on a white background";
+    const edit = resolveEdit(source, { prompts: [edited] });
+    assert.deepEqual(edit.blendWords, ["red", "blue"]);
+    assert.deepEqual(edit.blendWordIndices, [[1], [1]]);
+    const marked = (b: number) => [...controlTensors(tok, edit).blendTokens!.subarray(b * T, (b + 1) * T)].flatMap((v, i) => (v ? [i] : []));
+    // the first "red" only (the square's "red" stays out of the mask), and "blue" in the edit
+    assert.deepEqual(marked(0), tok.wordTokenIndices(source, 1));
+    assert.deepEqual(marked(1), tok.wordTokenIndices(edited, 1));
+    // named words: looked up everywhere, as before
+    const named = controlTensors(tok, resolveEdit(source, { prompts: [edited], blendWords: ["red", "blue"] })).blendTokens!;
+    assert.equal(
+      named.subarray(0, T).reduce((a, v) => a + v, 0),
+      2 * tok.wordTokenIndices(source, 1).length,
+    );
+    assert.equal(controlTensors(tok, resolveEdit(source, { prompts: [edited], blendWords: [] })).blendTokens, null);
+    assert.equal(controlTensors(tok, resolveEdit(source, { prompts: [`${source} today`] })).blendTokens, null);
+    assert.deepEqual(parseBlend(""), undefined);
+    assert.deepEqual(parseBlend(" none "), []);
+    assert.deepEqual(parseBlend("circle, square"), ["circle", "square"]);
   });
 
   test("replacement mapper: identity except the swapped word", () => {
