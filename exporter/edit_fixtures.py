@@ -5,6 +5,8 @@ uniform), so the main fixtures cannot show a partial blend. This adds, from the 
 stored pivots and null embeddings:
 - `edit_user_mask_*`: a word swap with a user mask (left half) replacing the word mask, through the
   reference's whole sampler;
+- `edit_empty_null_*`: a word swap whose edited branch gets the empty prompt's null (`edit_nulls`, "empty"),
+  the source branch the inversion's;
 - `blend_*`: one call of the reference's local blend on a structured attention sum (a bump over the
   blend word's token), so the mask arithmetic (token sum, 3x3 max-pool, nearest upsample, normalise,
   threshold, union with the source) is compared on a mask that is really partial.
@@ -20,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from .configs import build_random
 from .fixtures import EDITS, SOURCE_PROMPT
-from .reference import MAX_TOKENS, EditSpec, P2PController, Reference, Settings
+from .reference import MAX_TOKENS, EditSpec, P2PController, Reference, Settings, edit_nulls
 
 OUT = Path("test/fixtures/tiny")
 USER_MASK_PROMPT = "a blue circle on a white background"
@@ -47,6 +49,9 @@ def main(out: Path = OUT) -> None:
     spec = EditSpec("replace", user_mask=user_mask, user_mask_mode="replace")
     latents, ctl = ref.edit(z_t, [SOURCE_PROMPT, USER_MASK_PROMPT], spec, nulls)
 
+    empty_nulls = edit_nulls(nulls, ref.encode_prompts([""]), 2, "empty")
+    empty_latents, empty_ctl = ref.edit(z_t, [SOURCE_PROMPT, USER_MASK_PROMPT], EditSpec("replace"), empty_nulls)
+
     # one local-blend call on a structured attention sum
     g = torch.Generator().manual_seed(1)
     r = 8
@@ -67,6 +72,8 @@ def main(out: Path = OUT) -> None:
         "edit_user_mask_latents": latents,
         "edit_user_mask_maps": ctl.average_maps(),
         "user_mask": user_mask,
+        "edit_empty_null_latents": empty_latents,
+        "edit_empty_null_maps": empty_ctl.average_maps(),
         "blend_store_sum": store.reshape(2, r, r, MAX_TOKENS).contiguous(),
         "blend_x_in": x_in,
         "blend_x_out": x_out,
@@ -76,6 +83,7 @@ def main(out: Path = OUT) -> None:
     info = {
         "source_prompt": SOURCE_PROMPT,
         "user_mask_edit": {"prompt": USER_MASK_PROMPT, "mode": "replace", "user_mask_mode": "replace"},
+        "empty_null_edit": {"prompt": USER_MASK_PROMPT, "mode": "replace", "edit_null": "empty", "blend": None},
         "blend": {"prompts": [SOURCE_PROMPT, USER_MASK_PROMPT], "words": ["circle"], "threshold": 0.3,
                   "mask_fraction": float(mask.mean())},
         "tensors": {k: list(v.shape) for k, v in tensors.items()},

@@ -164,6 +164,17 @@ def refinement_mapper(tokens: Tokens, source: str, edited: str) -> tuple[torch.T
 
 # ---- Prompt-to-Prompt control, notebook style ----------------------------------------------------------
 
+def edit_nulls(nulls: list[torch.Tensor], uncond: torch.Tensor, k: int, edit_null: str) -> list[torch.Tensor]:
+    """Per step, the null embeddings of an edit's K branches (src/core/settings.ts EditNull): "inverted", the
+    inversion's in every branch (the null-text paper); "empty", the source branch's from the inversion and
+    the empty prompt's in the edited ones (Ju et al., PnP Inversion, ICLR 2024)."""
+    if edit_null == "inverted":
+        return nulls
+    if edit_null != "empty":
+        raise ValueError(edit_null)
+    return [torch.cat([n, uncond.expand(k - 1, *uncond.shape[1:])]) for n in nulls]
+
+
 def default_blend(source: str, edited: list[str]) -> list[list[int]]:
     """The engine's default local blend for a word swap (src/core/edit.ts resolveEdit): per prompt, the
     positions of the words that differ; the source's are every edit's changed positions."""

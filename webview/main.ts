@@ -221,7 +221,7 @@ function addEdit(edit: PanelEdit): void {
   const row = el("div", undefined, "grid");
   row.append(figure(edit.image, edit.mode));
   if (edit.change) row.append(figure(edit.change, changed));
-  const params = `${edit.mode} · cross ${edit.cross} · self ${edit.self}${edit.blendUsed ? ` · blend "${edit.blendUsed}" at ${edit.blendThreshold}` : " · no blend"}${edit.reweight ? ` · reweight ${edit.reweight}` : ""}`;
+  const params = `${edit.mode} · cross ${edit.cross} · self ${edit.self}${edit.blendUsed ? ` · blend "${edit.blendUsed}" at ${edit.blendThreshold}` : " · no blend"} · ${edit.editNull} null in the edit${edit.reweight ? ` · reweight ${edit.reweight}` : ""}`;
   const actions = el("div", undefined, "buttons");
   actions.append(button("Edit again from this", () => form.fill(edit)));
   item.append(el("div", `"${edit.prompt}"`, "edit-prompt"), el("div", params, "status"), row, actions);

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..export import load_diffusers
-from ..reference import EditSpec, Reference, Settings, default_blend, psnr
+from ..reference import EditSpec, Reference, Settings, default_blend, edit_nulls, psnr
 from . import outputs as O
 from . import sample as SP
 from . import scenes as S
@@ -47,9 +47,11 @@ BARS = {
 #: The report's edits: Prompt-to-Prompt replace after null-text inversion, default injection (cross 0.8, self
 #: 0.4), local blend on the words of the changed thing in both prompts, as the notebook's word swaps do.
 EDIT_KINDS = ("colour", "shape", "background")
-#: The colour swap again: with the CLI's and the panel's defaults (local blend on the swapped words, the
-#: issue's bars are measured on it), with no blend, and with every map injected at every step and no blend.
-COLOUR_VARIANTS = ("colour_defaults", "colour_no_blend", "colour_full_injection")
+#: The colour swap again: with the CLI's and the panel's defaults (local blend on the swapped words, the empty
+#: prompt's null in the edited branch; the issue's bars are measured on it), with the inversion's nulls in both
+#: branches (the null-text paper's editing), with no blend, and with every map injected at every step and no
+#: blend. Every edit but colour_inverted_null gives the edited branch the empty prompt's null.
+COLOUR_VARIANTS = ("colour_defaults", "colour_inverted_null", "colour_no_blend", "colour_full_injection")
 
 
 def _reconstruct(ref: Reference, image: np.ndarray, prompt: str) -> dict:
@@ -71,7 +73,7 @@ def _reconstruct(ref: Reference, image: np.ndarray, prompt: str) -> dict:
                                                  ref.direct_offsets(pivots, cond, uncond)))[0],
         "nulltext": ref.latent_to_image(ref.sample(pivots[-1], cond, nt.null_embeddings))[0],
     }
-    return {"images": out, "pivots": pivots, "nulls": nt.null_embeddings, "seconds_inversion": t_inv,
+    return {"images": out, "pivots": pivots, "nulls": nt.null_embeddings, "uncond": uncond, "seconds_inversion": t_inv,
             "seconds_nulltext": t_nt, "nulltext_unet_forward": ref.unet_forward - forward0,
             "nulltext_unet_backward": nt.unet_backward,
             "nulltext_final_loss": nt.losses[-1][-1]}
@@ -134,14 +136,18 @@ def _edits(ref: Reference, scene: S.Scene, rec: dict, seed: int, index: int) -> 
         rng = np.random.default_rng([seed, index] if kind == "colour" else [seed, index, EDIT_KINDS.index(kind)])
         edit, blend, right = edit_case(scene, kind, rng)
         truth, outside = S.render(edit.edited_scene), ~edit.change_mask
-        runs = {kind: EditSpec("replace", blend_words=blend)}
-        if kind == "colour":  # the CLI's and the panel's defaults, no blend, and full injection
-            runs["colour_defaults"] = EditSpec("replace", blend_word_indices=default_blend(
-                edit.source_prompt, [edit.edited_prompt]))
-            runs["colour_no_blend"] = EditSpec("replace")
-            runs["colour_full_injection"] = EditSpec("replace", cross_replace_steps=1.0, self_replace_steps=1.0)
-        for name, spec in runs.items():
-            latents, ctl = ref.edit(rec["pivots"][-1], [edit.source_prompt, edit.edited_prompt], spec, rec["nulls"])
+        # (spec, the edited branch's null): the product's default for null-text is the empty prompt's
+        runs = {kind: (EditSpec("replace", blend_words=blend), "empty")}
+        if kind == "colour":  # the CLI's and the panel's defaults, and each changed alone
+            defaults = EditSpec("replace", blend_word_indices=default_blend(edit.source_prompt, [edit.edited_prompt]))
+            runs["colour_defaults"] = (defaults, "empty")
+            runs["colour_inverted_null"] = (defaults, "inverted")
+            runs["colour_no_blend"] = (EditSpec("replace"), "empty")
+            runs["colour_full_injection"] = (EditSpec("replace", cross_replace_steps=1.0, self_replace_steps=1.0),
+                                             "empty")
+        for name, (spec, edit_null) in runs.items():
+            nulls = edit_nulls(rec["nulls"], rec["uncond"], 2, edit_null)
+            latents, ctl = ref.edit(rec["pivots"][-1], [edit.source_prompt, edit.edited_prompt], spec, nulls)
             image = ref.latent_to_image(latents[1:2])[0]
             out[name] = {"source": edit.source_prompt, "edited": edit.edited_prompt, "right": right(image),
                          "background_psnr": psnr(image, truth, outside), "edit_psnr": psnr(image, truth),
@@ -326,9 +332,9 @@ def markdown(summary: dict, command: str, model_dir: Path, device: str) -> str:
         f"{sharing}, "
         f"{summary['nulltext_unet_forward_mean']:.0f} UNet forwards and "
         f"{summary['nulltext_unet_backward_mean']:.0f} backwards per image (mean).",
-        "", "## Edits (null-text inversion, Prompt-to-Prompt replace, cross 0.8 / self 0.4; the first three rows "
-        "blend locally on the changed thing's words in both prompts; the colour-swap bars are measured with the "
-        "defaults)", "",
+        "", "## Edits (null-text inversion, Prompt-to-Prompt replace, cross 0.8 / self 0.4, the empty prompt's null "
+        "in the edited branch unless said; the first three rows blend locally on the changed thing's words in "
+        "both prompts; the colour-swap bars are measured with the defaults)", "",
         "| edit | asked change there | background PSNR outside the true mask (mean / 10th pct / scenes < 24 dB) "
         "| PSNR vs the true edit | the reconstruction's own background PSNR | objects' IoU with the truth "
         "| local-blend mask: share of the latent (one-object scenes) | masks that are the whole latent |",
@@ -336,10 +342,12 @@ def markdown(summary: dict, command: str, model_dir: Path, device: str) -> str:
     ]
     names = {"colour": "colour swap", "shape": "shape swap", "background": "background swap",
              "colour_defaults": "colour swap, the CLI's and the panel's defaults (local blend on the swapped words)",
+             "colour_inverted_null": "colour swap, the defaults but the inversion's nulls in the edited branch too "
+                                     "(`--edit-null inverted`, the null-text paper's editing)",
              "colour_no_blend": "colour swap, no blend (`--blend none`)",
              "colour_full_injection": "colour swap, cross 1 / self 1, no blend"}
     for name, x in summary["edits"].items():
-        blended = name not in ("colour_no_blend", "colour_full_injection")
+        blended = name not in ("colour_no_blend", "colour_full_injection")  # the others blend
         lines.append(
             f"| {names[name]} | {x['accuracy']:.2f} | {x['background_psnr']:.2f} / {x['background_psnr_p10']:.2f} dB / "
             f"{x['scenes_below_24db']} | {x['edit_psnr']:.2f} dB | {x['reconstruction_background_psnr']:.2f} dB | "

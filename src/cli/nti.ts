@@ -11,10 +11,12 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { readArtifact, InversionArtifact } from "../core/artifact";
 import {
+  EDIT_NULLS,
   METHODS,
   PROVIDER_CHOICES,
   parseReweight,
   parseBlend,
+  type EditNull,
   type ExecutionProvider,
   type InversionMethod,
   type InversionSettings,
@@ -38,6 +40,7 @@ const USAGE = `usage:
   nti reconstruct <artifact> [--model DIR] [--out DIR] [--json]
   nti edit <artifact> --prompt "..." [--prompt "..."] [--mode replace|refine|reweight] [--cross 0.8]
            [--self 0.4] [--reweight word=factor,...] [--blend word,...|none] [--blend-threshold 0.3]
+           [--edit-null empty|inverted]
            [--mask mask.png] [--mask-mode union|replace] [--model DIR] [--out DIR] [--json]
   nti attention <artifact> [--model DIR] [--out DIR] [--json]
   nti doctor [--model DIR] [--json]
@@ -49,7 +52,9 @@ embedding, ends each step's loop on an evaluated embedding and allows 3 iteratio
 passes at equal PSNR on shapes-tiny, bench/results/schedule.md). The flags after it override its values.
 edit: Prompt-to-Prompt on a saved inversion; the mode follows from the words changed unless given. A word
 swap blends locally on the swapped words by default, so the image changes only where they are; --blend
-names other words, --blend none turns it off.
+names other words, --blend none turns it off. --edit-null: the edited branches' null embedding; a null-text
+inversion's optimised nulls fit the source prompt only, so its edits give the others the empty prompt's
+("empty", Ju et al. 2024); "inverted" keeps the inversion's in every branch (the null-text paper's editing).
 attention: the source prompt's cross-attention maps, one PNG per token.
 doctor: the platform, the ONNX Runtime build and its providers, and which providers load each graph of a model.
 --provider: "auto" (default) takes the best GPU provider the platform's runtime loads and falls back to the
@@ -68,6 +73,7 @@ const OPTIONS = {
   self: { type: "string" },
   reweight: { type: "string", multiple: true },
   blend: { type: "string" },
+  "edit-null": { type: "string" },
   "blend-threshold": { type: "string" },
   mask: { type: "string" },
   "mask-mode": { type: "string" },
@@ -239,6 +245,8 @@ async function edit(artifactPath: string | undefined, values: Values, signal: Ab
   if (mode !== undefined && !EDIT_MODES.includes(mode as EditMode)) throw new UsageError(`--mode must be one of ${EDIT_MODES.join(", ")}`);
   const maskMode = values["mask-mode"];
   if (maskMode !== undefined && maskMode !== "union" && maskMode !== "replace") throw new UsageError("--mask-mode must be union or replace");
+  const editNull = values["edit-null"] as EditNull | undefined;
+  if (editNull !== undefined && !EDIT_NULLS.includes(editNull)) throw new UsageError(`--edit-null must be ${EDIT_NULLS.join(" or ")}`);
   let reweight: Record<string, number>;
   try {
     reweight = parseReweight((values.reweight ?? []).join(","));
@@ -265,6 +273,7 @@ async function edit(artifactPath: string | undefined, values: Values, signal: Ab
             blendThreshold: numberOption(values["blend-threshold"], "--blend-threshold"),
             userMask,
             userMaskMode: maskMode as "union" | "replace" | undefined,
+            editNull,
           },
           { signal, onProgress: (p) => bar?.update(p) },
         )
@@ -275,6 +284,8 @@ async function edit(artifactPath: string | undefined, values: Values, signal: Ab
       ...saved,
       mode: result.edit.mode,
       prompts: result.edit.prompts,
+      blendWords: result.edit.blendWords,
+      editNull: result.edit.editNull,
       sourcePsnr: round(result.sourcePsnr),
       provider: engine.model.provider,
       unetCalls: result.unetForward,
@@ -286,7 +297,7 @@ async function edit(artifactPath: string | undefined, values: Values, signal: Ab
     } else {
       for (const note of result.notes) process.stderr.write(`note: ${note}\n`);
       const lines = [
-        `${result.edit.mode} edit of "${clip(artifact.header.prompt)}" in ${summary.seconds} s`,
+        `${result.edit.mode} edit of "${clip(artifact.header.prompt)}" in ${summary.seconds} s (${result.edit.blendWords.length ? `blend on ${result.edit.blendWords.join(", ")}` : "no blend"}; ${result.edit.editNull} null in the edited branches)`,
         ...saved.images.map((f, i) => `"${clip(result.edit.prompts[i + 1])}"  ${f}`),
         `attention maps  ${saved.attentionMaps}`,
         ...(saved.mask ? [`blend mask      ${saved.mask}`] : []),

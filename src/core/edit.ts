@@ -8,13 +8,17 @@ import { f32, scalar, timestepFeed } from "./backend";
 import { Run } from "./inversion";
 import { ControlTensors, EDIT_MODES, EditError, EditSpec, ResolvedEdit, changedWordIndices, chooseMode, localBlend, stepFlags } from "./promptToPrompt";
 import { ddimStep, guide } from "./scheduler";
+import { EDIT_NULLS, type EditNull } from "./settings";
 
-export function resolveEdit(source: string, spec: EditSpec): ResolvedEdit {
+/** `editNull`: the inversion method's default for the edited branches' null embedding when the prompt changes. */
+export function resolveEdit(source: string, spec: EditSpec, editNull: EditNull = "inverted"): ResolvedEdit {
   if (!spec.prompts.length) throw new EditError("no edited prompt given");
   for (const p of spec.prompts) if (!p.trim()) throw new EditError("an edited prompt is empty");
   const modes = spec.prompts.map((p) => chooseMode(source, p));
   const mode = spec.mode ?? (modes.every((m) => m === modes[0]) ? modes[0] : "refine");
   if (!EDIT_MODES.includes(mode)) throw new EditError(`mode "${mode}" is not one of ${EDIT_MODES.join(", ")}`);
+  if (spec.editNull !== undefined && !EDIT_NULLS.includes(spec.editNull))
+    throw new EditError(`edit null "${spec.editNull}" is not one of ${EDIT_NULLS.join(", ")}`);
   if (mode === "replace") {
     const n = source.split(" ").length;
     const bad = spec.prompts.find((p) => p.split(" ").length !== n);
@@ -51,6 +55,8 @@ export function resolveEdit(source: string, spec: EditSpec): ResolvedEdit {
     blendThreshold: fraction(spec.blendThreshold, 0.3, "blend threshold"),
     blendStart: fraction(spec.blendStart, 0.2, "blend start"),
     userMaskMode: spec.userMaskMode ?? "union",
+    // a reweight keeps the prompt the nulls were fitted to: the inversion's nulls stay right in every branch
+    editNull: spec.editNull ?? (mode === "reweight" ? "inverted" : editNull),
   };
 }
 
@@ -69,7 +75,8 @@ export async function editSample(
   control: ControlTensors,
   zT: Float32Array,
   conds: Float32Array,
-  nullAt: (i: number) => Float32Array,
+  /** The null embedding of step i for branch b (0: the source). */
+  nullAt: (i: number, branch: number) => Float32Array,
   guidance: number,
   offsets: Float32Array[] | undefined,
   userMask: Float32Array | null,
@@ -99,8 +106,7 @@ export async function editSample(
   for (let i = 0; i < steps; i++) {
     run.checkAborted();
     const t = s.timesteps[i];
-    const nullEmbedding = nullAt(i);
-    for (let b = 0; b < k; b++) hidden.set(nullEmbedding, b * T * D);
+    for (let b = 0; b < k; b++) hidden.set(nullAt(i, b), b * T * D);
     const sample = new Float32Array(2 * k * latentLength);
     sample.set(latents);
     sample.set(latents, k * latentLength);

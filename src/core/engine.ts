@@ -223,7 +223,8 @@ export class Engine {
   /** Prompt-to-Prompt edit of an inversion: [source, ...edited prompts] through the control UNet. */
   async edit(artifact: InversionArtifact, spec: EditSpec, options: RunOptions = {}): Promise<EditResult> {
     if (!METHOD_INFO[artifact.header.settings.method].promptToPrompt) return this.generatedEdit(artifact, spec, options);
-    return this.controlled(artifact, resolveEdit(artifact.header.prompt, spec), spec, options);
+    const editNull = METHOD_INFO[artifact.header.settings.method].editNull;
+    return this.controlled(artifact, resolveEdit(artifact.header.prompt, spec, editNull), spec, options);
   }
 
   /**
@@ -255,14 +256,16 @@ export class Engine {
     const m = this.model.manifest;
     const s = artifact.header.settings;
     const rowLength = this.model.embeddingLength;
-    const nulls = (i: number) => rowAt(artifact.nullEmbeddings, rowLength, i);
-    return this.editResult(artifact, edit, options, { notes: [], userMask: spec.userMask !== undefined }, (run, conds) => {
+    const inverted = (i: number) => rowAt(artifact.nullEmbeddings, rowLength, i);
+    return this.editResult(artifact, edit, options, { notes: [], userMask: spec.userMask !== undefined }, async (run, conds) => {
       // after the artifact and the prompts are checked: their errors name the file and the words
       const control = controlTensors(this.model.tokenizer, edit);
       if (spec.userMask && spec.userMask.length !== m.latent_size * m.latent_size) {
         throw new SettingsError(`the mask has ${spec.userMask.length} values, expected ${m.latent_size}x${m.latent_size}`);
       }
-      return editSample(run, edit, control, artifact.zT, conds, nulls, s.guidance, this.stepOffsets(artifact), spec.userMask ?? null);
+      const empty = edit.editNull === "empty" ? await encodePrompts(run, [""]) : null;
+      const nullAt = (i: number, branch: number) => (branch > 0 && empty ? empty : inverted(i));
+      return editSample(run, edit, control, artifact.zT, conds, nullAt, s.guidance, this.stepOffsets(artifact), spec.userMask ?? null);
     });
   }
 

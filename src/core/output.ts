@@ -162,6 +162,8 @@ export interface EditRecord {
   blendAutomatic?: boolean;
   blendThreshold: number;
   userMask: boolean;
+  /** The edited branches' null embedding (absent in records before it was a choice: "inverted"). */
+  editNull?: string;
   seconds: number;
   change: ChangeSummary;
 }
@@ -282,6 +284,7 @@ export async function saveEdit(outDir: string, artifactPath: string, result: Edi
     blendAutomatic: e.blendWordIndices !== null,
     blendThreshold: e.blendThreshold,
     userMask: result.userMask,
+    editNull: e.editNull,
     seconds: Number(result.seconds.toFixed(3)),
     change: summary,
   };

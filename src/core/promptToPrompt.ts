@@ -4,6 +4,7 @@
  * injection flags, and local blend. Mappers follow the authors' notebook exactly (replacement mapper
  * and global alignment), so edits match `exporter/reference.py`.
  */
+import type { EditNull } from "./settings";
 import type { PromptTokenizer } from "./tokenizer";
 
 export type EditMode = "replace" | "refine" | "reweight";
@@ -36,6 +37,8 @@ export interface EditSpec {
   /** A user mask at latent size (h*w values in [0, 1]), added to (or replacing) the word mask. */
   userMask?: Float32Array;
   userMaskMode?: "union" | "replace";
+  /** The edited branches' null embedding (src/core/settings.ts EditNull); the method's default when absent. */
+  editNull?: EditNull;
 }
 
 export interface ResolvedEdit {
@@ -51,6 +54,7 @@ export interface ResolvedEdit {
   blendThreshold: number;
   blendStart: number;
   userMaskMode: "union" | "replace";
+  editNull: EditNull;
 }
 
 /** Indices of the words of `edited` that differ from `source`'s at the same place (prompts of equal length). */

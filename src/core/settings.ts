@@ -29,15 +29,44 @@ export interface MethodInfo {
   coupledLatent: boolean;
   /** Its edits use Prompt-to-Prompt's attention control (and its inversions have attention maps). */
   promptToPrompt: boolean;
+  /** The null embedding its edits give the edited branches by default (see EditNull). */
+  editNull: EditNull;
 }
+
+/**
+ * The null embedding of an edit's edited branches. "inverted": the inversion's own, in every branch (the
+ * null-text paper's editing); "empty": the empty prompt's, the source branch alone keeping the inversion's
+ * (Ju et al., "PnP Inversion: Boosting Diffusion-based Editing with 3 Lines of Code", ICLR 2024: null-text's
+ * embeddings are fitted to the source prompt's trajectory, and under a changed prompt guidance amplifies
+ * that fit into a drift of the whole image; measured in exporter/shapes/report.py).
+ */
+export type EditNull = "inverted" | "empty";
+export const EDIT_NULLS: EditNull[] = ["inverted", "empty"];
 
 const DDIM_BASED = { pivots: true, coupledLatent: false, promptToPrompt: true };
 
 export const METHOD_INFO: Record<InversionMethod, MethodInfo> = {
-  nulltext: { label: "null-text", extraGraphs: ["null_text_grad"], lossTrace: true, perStepNullEmbeddings: true, directOffsets: false, ...DDIM_BASED },
-  npi: { label: "NPI", extraGraphs: [], lossTrace: false, perStepNullEmbeddings: false, directOffsets: false, ...DDIM_BASED },
-  direct: { label: "Direct Inversion", extraGraphs: [], lossTrace: false, perStepNullEmbeddings: false, directOffsets: true, ...DDIM_BASED },
-  ddim: { label: "DDIM", extraGraphs: [], lossTrace: false, perStepNullEmbeddings: false, directOffsets: false, ...DDIM_BASED },
+  nulltext: {
+    label: "null-text",
+    extraGraphs: ["null_text_grad"],
+    lossTrace: true,
+    perStepNullEmbeddings: true,
+    directOffsets: false,
+    editNull: "empty",
+    ...DDIM_BASED,
+  },
+  // NPI's null is the source prompt, in its paper's edits too; Direct Inversion's and DDIM's are the empty prompt's
+  npi: { label: "NPI", extraGraphs: [], lossTrace: false, perStepNullEmbeddings: false, directOffsets: false, editNull: "inverted", ...DDIM_BASED },
+  direct: {
+    label: "Direct Inversion",
+    extraGraphs: [],
+    lossTrace: false,
+    perStepNullEmbeddings: false,
+    directOffsets: true,
+    editNull: "inverted",
+    ...DDIM_BASED,
+  },
+  ddim: { label: "DDIM", extraGraphs: [], lossTrace: false, perStepNullEmbeddings: false, directOffsets: false, editNull: "inverted", ...DDIM_BASED },
   edict: {
     label: "EDICT",
     extraGraphs: [],
@@ -47,6 +76,7 @@ export const METHOD_INFO: Record<InversionMethod, MethodInfo> = {
     pivots: false,
     coupledLatent: true,
     promptToPrompt: false,
+    editNull: "inverted",
   },
 };
 export const METHODS = Object.keys(METHOD_INFO) as InversionMethod[];

@@ -276,6 +276,7 @@ export class InversionPanel {
         .join(", "),
       blend: record.blendAutomatic ? "" : (record.blendWords ?? []).length ? record.blendWords.join(", ") : NO_BLEND,
       blendUsed: (record.blendWords ?? []).join(", "),
+      editNull: record.editNull ?? "inverted",
       blendThreshold: record.blendThreshold,
     };
   }

@@ -59,6 +59,8 @@ export interface PanelEdit {
   blend: string;
   /** The words whose maps made the blend mask ("" without a blend). */
   blendUsed: string;
+  /** The edited branches' null embedding (src/core/settings.ts EditNull). */
+  editNull: string;
   blendThreshold: number;
 }
 

@@ -12,7 +12,7 @@ import { after, before, describe, test } from "node:test";
 import { Engine } from "../../src/core/engine";
 import { EditError, chooseMode, controlTensors, localBlend, replacementMapper } from "../../src/core/promptToPrompt";
 import { resolveEdit } from "../../src/core/edit";
-import { parseBlend } from "../../src/core/settings";
+import { METHOD_INFO, parseBlend } from "../../src/core/settings";
 import { decodeSafetensors } from "../../src/core/safetensors";
 import { fixtureArtifact } from "./helpers/artifact";
 import { PARITY_RUNTIME, SHAPES_MODEL, TINY_DIR, TINY_MODEL, checkTrajectory, driftLine, maxAbsError, relativeError, tinyFixtures } from "./helpers/fixtures";
@@ -37,7 +37,13 @@ describe("edits vs the reference (tiny random model)", () => {
   for (const [name, e] of Object.entries<any>(fx.meta.edits)) {
     test(`${name}: edited latents and attention maps`, async (t) => {
       const blendWords = e.blend_words ? [...new Set((e.blend_words as string[][]).flat())] : []; // [] = no blend, as the fixture
-      const r = await engine.edit(fixtureArtifact(engine.model), { prompts: [e.prompts[1]], mode: e.mode, reweight: e.reweight, blendWords });
+      const r = await engine.edit(fixtureArtifact(engine.model), {
+        prompts: [e.prompts[1]],
+        mode: e.mode,
+        reweight: e.reweight,
+        blendWords,
+        editNull: "inverted", // the fixtures' editing: the inversion's nulls in every branch
+      });
       assert.equal(r.edit.mode, e.mode, "mode chosen from the prompts");
       const latErr = relativeError(r.latents, fx.f32(`edit_${name}_latents`));
       const mapErr = relativeError(r.maps, fx.f32(`edit_${name}_maps`));
@@ -49,7 +55,12 @@ describe("edits vs the reference (tiny random model)", () => {
 
   test("a user mask replacing the word mask: edited latents", async (t) => {
     const userMask = extraF32("user_mask");
-    const r = await engine.edit(fixtureArtifact(engine.model), { prompts: ["a blue circle on a white background"], userMask, userMaskMode: "replace" });
+    const r = await engine.edit(fixtureArtifact(engine.model), {
+      prompts: ["a blue circle on a white background"],
+      userMask,
+      userMaskMode: "replace",
+      editNull: "inverted",
+    });
     const err = relativeError(r.latents, extraF32("edit_user_mask_latents"));
     t.diagnostic(`latents rel ${err.toExponential(2)}`);
     checkTrajectory("user-mask edit latents", err, TRAJECTORY);
@@ -80,6 +91,35 @@ describe("edits vs the reference (tiny random model)", () => {
     const fraction = expectedMask.reduce((a, b) => a + b, 0) / 256;
     assert.ok(fraction > 0.1 && fraction < 0.9, `the fixture's mask is partial (${fraction})`);
     assert.ok(maxAbsError(x, extraF32("blend_x_out")) < 1e-6);
+  });
+
+  test("a word swap whose edited branch gets the empty prompt's null: edited latents and maps", async (t) => {
+    const r = await engine.edit(fixtureArtifact(engine.model), { prompts: ["a blue circle on a white background"], blendWords: [], editNull: "empty" });
+    assert.equal(r.edit.editNull, "empty");
+    const latErr = relativeError(r.latents, extraF32("edit_empty_null_latents"));
+    const mapErr = relativeError(r.maps, extraF32("edit_empty_null_maps"));
+    t.diagnostic(`latents rel ${latErr.toExponential(2)}, maps rel ${mapErr.toExponential(2)}`);
+    checkTrajectory("empty-null edit latents", latErr, TRAJECTORY);
+    assert.ok(mapErr < 1e-4, `maps ${mapErr}`);
+    // the source branch keeps the inversion's nulls: the reconstruction, as with "inverted"
+    const inverted = await engine.edit(fixtureArtifact(engine.model), {
+      prompts: ["a blue circle on a white background"],
+      blendWords: [],
+      editNull: "inverted",
+    });
+    const n = r.latents.length / 2;
+    assert.deepEqual(r.latents.subarray(0, n), inverted.latents.subarray(0, n));
+    assert.notDeepEqual(r.latents.subarray(n), inverted.latents.subarray(n));
+  });
+
+  test("null-text edits give the edited branches the empty prompt's null by default, except a reweight", () => {
+    const source = "a red circle on a white background";
+    assert.equal(resolveEdit(source, { prompts: ["a blue circle on a white background"] }, METHOD_INFO.nulltext.editNull).editNull, "empty");
+    assert.equal(resolveEdit(source, { prompts: [`${source} today`] }, METHOD_INFO.nulltext.editNull).editNull, "empty");
+    assert.equal(resolveEdit(source, { prompts: [source], reweight: { red: 2 } }, METHOD_INFO.nulltext.editNull).editNull, "inverted");
+    assert.equal(resolveEdit(source, { prompts: ["a blue circle on a white background"] }, METHOD_INFO.npi.editNull).editNull, "inverted");
+    assert.equal(resolveEdit(source, { prompts: ["a blue circle on a white background"], editNull: "inverted" }, "empty").editNull, "inverted");
+    assert.throws(() => resolveEdit(source, { prompts: ["a blue circle"], editNull: "zero" as never }), /edit null "zero"/);
   });
 
   test("the same prompt reproduces the reconstruction in both branches", async () => {

@@ -103,6 +103,7 @@ before(async () => {
       reweight: "",
       blend: "square",
       blendUsed: "square",
+      editNull: edit.edit.editNull,
       blendThreshold: edit.edit.blendThreshold,
     },
     attention: { prompt: editPrompt, resolution: editAttention.resolution, tokens: editAttention.prompts[1].tokens },
