@@ -264,29 +264,31 @@ MISSED_WHY = {
     "nulltext_psnr": "the VAE is the ceiling (the first column of the reconstruction table).",
     "nulltext_minus_ddim_db": "the VAE is the ceiling; DDIM-only is the model's own drift under guidance.",
     "colour_swap_accuracy": (
-        "16 of 50 wrong (report.json has each): in four the object shrinks or vanishes (objects' IoU under 0.5); "
-        "five are swaps between neighbouring hues (orange/red, red/purple, blue/purple) that land between the two; "
-        "the other seven keep the object in place (IoU 0.66-0.87) in another colour than asked. Without blend "
-        "0.76: the mask, from 8x8 maps, also cuts the new colour off at the object's edge."),
+        "7 of 50 wrong at the defaults (report.json has each): two swap one of two equal words (\"a orange square "
+        "and a orange diamond\" -> \"... a green diamond\"), which a model that binds colour to shape by the words' "
+        "maps finds hard; in two the object shrinks (objects' IoU under 0.45); three keep the object in place in "
+        "another colour than asked. With the inversion's nulls in the edited branch too it was 0.68."),
     "colour_swap_background_psnr": (
         "the word maps are 8x8, and local blend's 3x3 max-pool widens them by a whole cell (8 px of 64), so the mask "
         "leaves a ring around the object where the edit branch may drift; and scenes where the edit drifts as a "
         "whole (EDIT_DIAGNOSTICS.md). Cross-attention at the latent's own 16x16 (`--unet-layout sd`) would halve "
         "the ring; it needs the grounding stage from scratch rather than from the shipped v1 layout."),
     "colour_swap_background_psnr_p10": (
-        "a tail of scenes where the edit branch drifts as a whole, background included, whatever the blend: the "
-        "unblended edits of the same scenes are as low (the per-scene figures are in report.json). One measured "
-        "case: a green square on white made yellow turns the white background gray."),
+        "the tail is no longer a drift of the whole image (with the inversion's nulls in the edited branch the "
+        "worst scenes fell to 6-14 dB; now none is under 18 dB) but the ring: the blend mask is made from 8x8 maps "
+        "widened by a cell, so it holds a ring of background around the object (8 px of 64) that the true change "
+        "mask does not, and inside the mask the edited branch, guided with the empty prompt's null, redraws the "
+        "object's edge and that ring. Cross-attention at 16x16 (`--unet-layout sd`) would halve the ring."),
     "colour_swap_mask_share_one_object": "the mask is made from 8x8 maps (see colour_swap_background_psnr).",
     "colour_swap_full_injection_background_psnr": (
-        "injecting every map at every step pins the layout, but the edit branch still drifts in the scenes of "
-        "colour_swap_background_psnr_p10: the drift comes through guidance (w = 7.5 amplifies every difference of "
-        "the conditional prediction), not through the attention maps."),
+        "injecting every map at every step pins the layout, but the edit branch still drifts in some scenes: with "
+        "the inversion's nulls in the edited branch the drift came through guidance (w = 7.5 amplifies the nulls' "
+        "fit to the source prompt); with the empty prompt's it is the edited branch's own sampling error."),
     "shape_swap_object_iou": (
         "the objects' outlines: the IoU compares the pixels nearer an object colour than the background with the "
         "true objects' pixels, so soft and shifted edges count as much as a lost object: an edge moved by a pixel "
-        "or two costs a 14-34 px object much of its IoU, and in the scenes that drift as a whole an object can "
-        "shrink or move (per-scene IoU in report.json)."),
+        "or two costs a 14-34 px object much of its IoU, and an object can shrink or move (per-scene IoU in "
+        "report.json)."),
     "background_swap_object_iou": (
         "as shape_swap_object_iou; and in a background swap local blend on the background words covers the whole "
         "latent, so nothing pins the objects."),
