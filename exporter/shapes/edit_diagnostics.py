@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..export import load_diffusers
-from ..reference import EditSpec, Reference, Settings, psnr
+from ..reference import EditSpec, Reference, Settings, edit_nulls, psnr
 from . import outputs as O
 from . import scenes as S
 from .report import colour_swap_case
@@ -33,7 +33,7 @@ BACKGROUND_BAR_DB = 25.0
 
 #: name -> what the variant changes, against the report's setting ("report")
 VARIANTS = {
-    "report": "REPORT.md's setting: blend on the object word, threshold 0.3",
+    "report": "blend on the object word, threshold 0.3, null-text's nulls in both branches (the paper's editing)",
     "no_blend": "no local blend",
     "full_injection": "no local blend, every attention map injected at every step (cross 1, self 1)",
     "threshold_0.5": "blend threshold 0.5",
@@ -43,6 +43,9 @@ VARIANTS = {
     "frozen_padding": "the edit prompt's padding embeddings (after its end token) replaced by the source's",
     "self_every_level": "self-attention injected at every level, for 80% of the steps",
     "npi_nulls": "NPI's null embeddings (the source prompt) in place of null-text's",
+    "empty_edit_null": "the empty prompt's null in the edited branch, null-text's in the source branch (the "
+                       "product's default since 2026-11-29; Ju et al., PnP Inversion, 2024)",
+    "empty_edit_null_full_injection": "empty_edit_null with no blend and every map injected at every step",
 }
 
 
@@ -99,6 +102,10 @@ def scene_row(ref: Reference, scene: S.Scene, index: int, seed: int) -> dict:
         "self_every_level": (EditSpec("replace", blend_words=blend, self_replace_steps=0.8), nt.null_embeddings,
                              {"self_max_tokens": 1 << 30}),
         "npi_nulls": (EditSpec("replace", blend_words=blend), ref.npi(cond), {}),
+        "empty_edit_null": (EditSpec("replace", blend_words=blend), edit_nulls(nt.null_embeddings, uncond, 2, "empty"),
+                            {}),
+        "empty_edit_null_full_injection": (EditSpec("replace", cross_replace_steps=1.0, self_replace_steps=1.0),
+                                           edit_nulls(nt.null_embeddings, uncond, 2, "empty"), {}),
     }
     row: dict = {"scene": index, "source": edit.source_prompt, "edited": edit.edited_prompt}
     for name, (spec, nulls, extra) in runs.items():

@@ -158,7 +158,7 @@ export interface EditRecord {
   selfReplaceSteps: number;
   reweight: Record<string, number>;
   blendWords: string[];
-  /** The blend words were the changed words, chosen by the engine (absent in records before 0.x). */
+  /** The blend words were the changed words, chosen by the engine (absent in records made before the choice). */
   blendAutomatic?: boolean;
   blendThreshold: number;
   userMask: boolean;
