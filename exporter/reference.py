@@ -233,17 +233,14 @@ class P2PController:
         self.cross_alpha[:end] = 1
         self.self_steps = (0, int(num_steps * spec.self_replace_steps))
         self.blend = None
+        blend_at = spec.blend_word_indices  # per prompt, the positions of the words that make the mask
         if spec.blend_words is not None:
+            blend_at = [[j for j, w in enumerate(p.split(" ")) if w in words] for p, words in zip(prompts, spec.blend_words)]
+        if blend_at is not None:
             alpha_layers = torch.zeros(self.k, MAX_TOKENS)
-            for i, (p, words) in enumerate(zip(prompts, spec.blend_words)):
-                for w in words:
-                    alpha_layers[i, tokens.word_indices(p, w)] = 1
-            self.blend = alpha_layers
-        elif spec.blend_word_indices is not None:
-            alpha_layers = torch.zeros(self.k, MAX_TOKENS)
-            for i, (p, indices) in enumerate(zip(prompts, spec.blend_word_indices)):
-                for w in indices:
-                    alpha_layers[i, tokens.word_token_indices(p, w)] = 1
+            for i, (p, indices) in enumerate(zip(prompts, blend_at)):
+                for j in indices:
+                    alpha_layers[i, tokens.word_token_indices(p, j)] = 1
             self.blend = alpha_layers
         self.blend_start = int(spec.blend_start * num_steps)
         self.mask_history: list[torch.Tensor] = []

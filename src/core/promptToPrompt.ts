@@ -200,24 +200,21 @@ export function controlTensors(tok: PromptTokenizer, edit: ResolvedEdit): Contro
     });
     if (!found) throw new EditError(`reweight word "${word}" is not a word of the edited prompt${edits.length > 1 ? "s" : ""}`);
   }
+  // Per prompt, the positions of the words whose maps make the blend mask: chosen by resolveEdit, or every
+  // place a named word stands.
+  let blendAt = edit.blendWordIndices;
+  if (!blendAt && edit.blendWords.length) {
+    const words = edit.prompts.map((p) => p.split(" "));
+    const missing = edit.blendWords.find((w) => !words.some((ws) => ws.includes(w)));
+    if (missing !== undefined) throw new EditError(`blend word "${missing}" is in none of the prompts`);
+    blendAt = words.map((ws) => ws.flatMap((w, i) => (edit.blendWords.includes(w) ? [i] : [])));
+  }
   let blendTokens: Float32Array | null = null;
-  if (edit.blendWordIndices) {
+  if (blendAt) {
     blendTokens = new Float32Array(k * T);
-    edit.blendWordIndices.forEach((indices, b) => {
+    blendAt.forEach((indices, b) => {
       for (const i of indices) for (const pos of tok.wordTokenIndices(edit.prompts[b], i)) blendTokens![b * T + pos] = 1;
     });
-  } else if (edit.blendWords.length) {
-    blendTokens = new Float32Array(k * T);
-    for (const word of edit.blendWords) {
-      let found = false;
-      edit.prompts.forEach((p, b) => {
-        for (const pos of tok.wordIndices(p, word)) {
-          blendTokens![b * T + pos] = 1;
-          found = true;
-        }
-      });
-      if (!found) throw new EditError(`blend word "${word}" is in none of the prompts`);
-    }
   }
   return { mapper, alphas, reweight, blendTokens };
 }
