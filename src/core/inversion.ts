@@ -82,8 +82,7 @@ export async function encodePrompts(run: Run, prompts: string[]): Promise<Float3
 export async function encodeImage(run: Run, rgb: Uint8Array): Promise<Float32Array> {
   run.checkAborted();
   const m = run.model.manifest;
-  const graph = await run.model.graph("vae_encoder");
-  const out = await graph.run({ image: f32(rgbToModelInput(rgb, m.image_size), [1, 3, m.image_size, m.image_size]) });
+  const out = await run.model.runOnce("vae_encoder", { image: f32(rgbToModelInput(rgb, m.image_size), [1, 3, m.image_size, m.image_size]) });
   const mean = out.latent_mean;
   const shift = m.vae_shift_factor ?? 0;
   const z = new Float32Array(mean.length);
@@ -99,8 +98,7 @@ export async function decodeLatents(run: Run, latents: Float32Array, batch = 1):
   const unscaled = new Float32Array(latents.length);
   for (let i = 0; i < latents.length; i++) unscaled[i] = latents[i] / m.vae_scaling_factor + shift;
   const [, c, h, w] = run.model.latentDims;
-  const graph = await run.model.graph("vae_decoder");
-  return (await graph.run({ latent: f32(unscaled, [batch, c, h, w]) })).image;
+  return (await run.model.runOnce("vae_decoder", { latent: f32(unscaled, [batch, c, h, w]) })).image;
 }
 
 // ---- UNet -----------------------------------------------------------------------------------------------

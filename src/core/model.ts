@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { createReadStream, promises as fs } from "node:fs";
 import { availableParallelism } from "node:os";
 import * as path from "node:path";
-import { BackendOptions, GraphSession, PROVIDER_HINTS, ProviderError, RunStats, autoProviders, firstLine, providerListed } from "./backend";
+import { BackendOptions, type FeedValue, GraphSession, PROVIDER_HINTS, ProviderError, RunStats, autoProviders, firstLine, providerListed } from "./backend";
 import { DEFAULT_FAMILY, FAMILIES, type ModelFamily } from "./families";
 import { FileReadError, MAX_BYTES, readRegularFile } from "./files";
 import { GraphEntry, GraphName, Manifest, ManifestError, validateManifest } from "./manifest";
@@ -24,13 +24,27 @@ export interface OpenModelOptions extends Omit<BackendOptions, "executionProvide
   executionProvider?: ProviderChoice;
   /** Check every file's sha256 against nti.json (cached per file size and mtime in this process). */
   verifyHashes?: boolean;
+  /** Release the sessions of PER_CALL_GRAPHS after each call. Default: for a model at SD size, not a small one. */
+  releasePerCallGraphs?: boolean;
 }
 
 const SMALL_UNET_BYTES = 32 * 1024 * 1024;
 
+/**
+ * Graphs a job runs once or twice (its prompts in, its image in, its images out). For a model at SD size their
+ * sessions are released after each call, so that their weights and activation arenas are not resident beside
+ * the UNet graphs, which a job runs hundreds of times and keeps: on sd15-256 the text encoder alone holds about
+ * 360 MB once run (CHANGELOG, 2026-11-29). Creating it again costs about 1.5 s there, against minutes of UNet work.
+ */
+const PER_CALL_GRAPHS: ReadonlySet<GraphName> = new Set(["text_encoder", "vae_encoder", "vae_decoder"]);
+
 export class Model {
   private readonly sessions = new Map<GraphName, Promise<GraphSession>>();
   private readonly ready = new Map<GraphName, GraphSession>();
+  /** Calls in flight per graph: a per-call graph's session is released when its count returns to zero. */
+  private readonly inFlight = new Map<GraphName, number>();
+  /** Run statistics of the sessions released so far, so runStats covers the whole life of the model. */
+  private readonly releasedStats = new Map<GraphName, RunStats>();
   private chosenProvider: ExecutionProvider = "cpu";
 
   private constructor(
@@ -176,20 +190,63 @@ export class Model {
   get intraOpThreads(): number {
     if (this.chosenProvider !== "cpu") return 0; // thread settings are the CPU provider's
     if (this.options.threads && this.options.threads > 0) return this.options.threads;
-    const unet = this.manifest.graphs.unet;
-    const bytes = unet
-      ? Object.entries(this.manifest.files)
-          .filter(([f]) => f.startsWith(path.posix.dirname(unet.file) + "/"))
-          .reduce((a, [, v]) => a + v.bytes, 0)
-      : Infinity;
-    return bytes < SMALL_UNET_BYTES ? 1 : 0;
+    return this.smallUnet ? 1 : 0;
   }
 
-  /** Calls and seconds spent inside ONNX Runtime, per graph created so far. */
+  /** The UNet's folder (graphs and weights) is under SMALL_UNET_BYTES: shapes-tiny, not an SD checkpoint. */
+  private get smallUnet(): boolean {
+    const unet = this.manifest.graphs.unet;
+    if (!unet) return false;
+    const dir = path.posix.dirname(unet.file) + "/";
+    const bytes = Object.entries(this.manifest.files)
+      .filter(([f]) => f.startsWith(dir))
+      .reduce((a, [, v]) => a + v.bytes, 0);
+    return bytes < SMALL_UNET_BYTES;
+  }
+
+  /**
+   * One call of a graph, for the graphs a job runs once or twice. For a model at SD size, a per-call graph
+   * (PER_CALL_GRAPHS) is released afterwards unless another call is using it; a small model keeps it, since
+   * there creating it again (about 0.1 s a graph) would cost more than its memory; any other graph's session is
+   * kept, as graph() does.
+   */
+  async runOnce(name: GraphName, feeds: Record<string, FeedValue>): Promise<Record<string, Float32Array>> {
+    this.inFlight.set(name, (this.inFlight.get(name) ?? 0) + 1);
+    try {
+      return await (await this.graph(name)).run(feeds);
+    } finally {
+      const left = this.inFlight.get(name)! - 1;
+      this.inFlight.set(name, left);
+      if (left === 0 && PER_CALL_GRAPHS.has(name) && (this.options.releasePerCallGraphs ?? !this.smallUnet)) await this.releaseGraph(name);
+    }
+  }
+
+  /** The graphs whose sessions are open now. */
+  residentGraphs(): GraphName[] {
+    return [...this.sessions.keys()];
+  }
+
+  /** Calls and seconds spent inside ONNX Runtime, per graph used so far (released sessions included). */
   runStats(): Partial<Record<GraphName, RunStats>> {
     const out: Partial<Record<GraphName, RunStats>> = {};
-    for (const [name, session] of this.ready) out[name] = { ...session.stats };
+    for (const [name, stats] of this.releasedStats) out[name] = { ...stats };
+    for (const [name, session] of this.ready) {
+      const before = out[name] ?? { calls: 0, seconds: 0 };
+      out[name] = { calls: before.calls + session.stats.calls, seconds: before.seconds + session.stats.seconds };
+    }
     return out;
+  }
+
+  private async releaseGraph(name: GraphName): Promise<void> {
+    const pending = this.sessions.get(name);
+    this.sessions.delete(name);
+    const session = this.ready.get(name);
+    this.ready.delete(name);
+    if (session) {
+      const before = this.releasedStats.get(name) ?? { calls: 0, seconds: 0 };
+      this.releasedStats.set(name, { calls: before.calls + session.stats.calls, seconds: before.seconds + session.stats.seconds });
+    }
+    await (await pending?.catch(() => null))?.release();
   }
 
   async release(): Promise<void> {

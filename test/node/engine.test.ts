@@ -109,6 +109,41 @@ describe("invert", () => {
   });
 });
 
+describe("sessions", () => {
+  test("the graphs a job runs once are released after it, the UNet's are kept; run statistics survive", async () => {
+    const local = await Engine.open(TINY_MODEL, { releasePerCallGraphs: true });
+    const model = local.model;
+    try {
+      await local.prepare("nulltext");
+      assert.deepEqual(model.residentGraphs().sort(), ["null_text_grad", "text_encoder", "unet", "vae_decoder", "vae_encoder"]);
+      await local.invert({ imagePath, prompt: fx.meta.prompt, settings: { ...quick, steps: 3 } });
+      assert.deepEqual(model.residentGraphs().sort(), ["null_text_grad", "unet"]);
+      const stats = model.runStats();
+      assert.equal(stats.text_encoder?.calls, 1);
+      assert.equal(stats.vae_encoder?.calls, 1);
+      assert.equal(stats.vae_decoder?.calls, 1);
+      // calls that overlap share one session, released when the last one ends
+      const ids = { input_ids: { type: "int64" as const, data: new BigInt64Array(77), dims: [1, 77] } };
+      const outs = await Promise.all([model.runOnce("text_encoder", ids), model.runOnce("text_encoder", ids)]);
+      assert.deepEqual(outs[0].last_hidden_state, outs[1].last_hidden_state);
+      assert.equal(model.runStats().text_encoder?.calls, 3);
+      assert.ok(!model.residentGraphs().includes("text_encoder"));
+    } finally {
+      await local.close();
+    }
+  });
+
+  test("a small model keeps them by default: creating them again would cost more than they hold", async () => {
+    const local = await Engine.open(TINY_MODEL);
+    try {
+      await local.invert({ imagePath, prompt: fx.meta.prompt, settings: { ...quick, steps: 3 } });
+      assert.deepEqual(local.model.residentGraphs().sort(), ["null_text_grad", "text_encoder", "unet", "vae_decoder", "vae_encoder"]);
+    } finally {
+      await local.close();
+    }
+  });
+});
+
 describe("artifacts and saved results", () => {
   test("save: every file written once, no temp files, never over an earlier result; read back equal", async () => {
     const out = path.join(dir, "out");
