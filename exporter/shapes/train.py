@@ -335,11 +335,33 @@ def tie_tail(ctx: torch.Tensor, ctx_empty: torch.Tensor, ids: torch.Tensor):
     return torch.where(tail, target, ctx), tie
 
 
-def train_unet(a, out: Path, dev: torch.device, vae, sf: float, pool, log: Logger, evlog: Logger):
+def transplant_unet(src, dst) -> dict[str, int]:
+    """Starts `dst` (a UNet in another layout) from a trained `src`: every tensor whose name and shape match is
+    copied; an attention block `src` lacks starts as the identity (its output projection zeroed, as SD's
+    zero_module does), so the warm start computes what `src` did, less the attention blocks `dst` lacks."""
+    have = src.state_dict()
+    mine = dst.state_dict()
+    copied = {k: v for k, v in have.items() if k in mine and mine[k].shape == v.shape}
+    dst.load_state_dict(copied, strict=False)
+    fresh = {k.rsplit(".", 1)[0] for k in mine if k not in copied}
+    with torch.no_grad():
+        for name, mod in dst.named_modules():
+            if name.endswith("proj_out") and name in fresh:
+                mod.weight.zero_()
+                mod.bias.zero_()
+    return {"copied": len(copied), "new": len(mine) - len(copied), "dropped": len(set(have) - set(copied))}
+
+
+def train_unet(a, out: Path, dev: torch.device, vae, sf: float, pool, log: Logger, evlog: Logger, warm=None):
     ck = out / "checkpoints" / "unet.pt"
     torch.manual_seed(a.seed + 1)
     unet = M.build_unet(a.unet_layout, sample_size=a.image_size // 4).to(dev)
     te = M.build_text_encoder().to(dev)
+    if warm is not None:
+        counts = transplant_unet(warm["unet"], unet)
+        te.load_state_dict(warm["text_encoder"].state_dict())
+        print(f"[unet] warm start from {a.warm_start}: {counts['copied']} tensors copied, {counts['new']} new "
+              f"(attention it lacked, starting as the identity), {counts['dropped']} dropped")
     if a.isolated_words:
         isolate_words(te)
     params = list(unet.parameters()) + list(te.parameters())
@@ -607,6 +629,9 @@ def parse_args(argv=None):
     g.add_argument("--init-from", type=Path, default=None,
                    help="a trained diffusers-style shapes folder (e.g. exporter.recover's copy of the shipped model): "
                         "its VAE, UNet and text encoder replace the vae and unet stages; the grounding stage follows")
+    g.add_argument("--warm-start", type=Path, default=None,
+                   help="a trained shapes folder whose VAE replaces the vae stage and whose UNet and text encoder start "
+                        "the unet stage (--unet-steps more steps), also in another --unet-layout (see transplant_unet)")
     g = ap.add_argument_group("grounding (exporter/shapes/grounding.py): fine-tune after the unet stage")
     g.add_argument("--ground-steps", type=int, default=3500, help="steps of the grounding stage (0: none)")
     g.add_argument("--ground-until", type=int, default=0,
@@ -648,6 +673,7 @@ def main(argv=None):
               and not k.startswith("eval")}
     if args_path.exists():
         old = {"unet_layout": "v1", "tail_tie": 0.0, "isolated_words": False, "init_from": None, "ground_steps": 0,  # runs from before them
+               "warm_start": None,
                **json.loads(args_path.read_text())}
         diff = {k: (old.get(k), v) for k, v in recipe.items() if old.get(k) != v}
         if diff:
@@ -660,9 +686,12 @@ def main(argv=None):
     evlog = Logger(out / "eval.csv", ["stage", "step", "n", "steps", "guidance", "seed", "accuracy", "per_object",
                                       "colour_accuracy", "shape_accuracy", "background_accuracy", "seconds"])
 
+    if a.init_from and a.warm_start:
+        raise SystemExit("--init-from skips the unet stage, --warm-start runs it: give one of them")
     init = _load_init(a.init_from, dev) if a.init_from else None
-    if init:
-        vae, vae_info = init["vae"], {"init_from": str(a.init_from), "wall_s": 0.0}
+    warm = _load_init(a.warm_start, dev) if a.warm_start else None
+    if init or warm:
+        vae, vae_info = (init or warm)["vae"], {"init_from": str(a.init_from or a.warm_start), "wall_s": 0.0}
     else:
         vae, vae_info = train_vae(a, out, dev, log)
     vae.eval().requires_grad_(False)
@@ -678,7 +707,7 @@ def main(argv=None):
             raise SystemExit("--ground-steps needs the pool (--pool > 0)")
         sc = S.split_scenes("train", 4096, a.seed + 7, a.image_size)
         std = float(SP.encode_images(vae, _images(sc), 256, dev).std())
-    if init:  # the UNet was trained on this VAE's latents at its scale: keep it
+    if init or warm:  # the UNet was trained on this VAE's latents at its scale: keep it
         sf = float(vae.config.scaling_factor)
     else:
         sf = 1.0 / std
@@ -690,7 +719,8 @@ def main(argv=None):
         if a.isolated_words:
             isolate_words(te)
     else:
-        unet, te, ema, step, unet_wall = train_unet(a, out, dev, vae, sf, pool, log, evlog)
+        unet, te, ema, step, unet_wall = train_unet(a, out, dev, vae, sf, pool, log, evlog, warm)
+        warm = None
         if step < a.unet_steps:
             print(f"[unet] stopped at step {step} (--until); rerun without --until to continue")
             plot(out)

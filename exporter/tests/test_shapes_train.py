@@ -136,6 +136,34 @@ def test_sd_layout_attends_at_the_finest_level():
     assert 1_500_000 <= M.n_params(unet) <= 2_000_000
 
 
+def test_transplant_keeps_the_function_where_the_layouts_agree():
+    torch.manual_seed(0)
+    src = M.build_unet("v1").eval()
+    x, t, ctx = torch.randn(2, 4, 16, 16), torch.tensor([500, 500]), torch.randn(2, 77, 128)
+    same = M.build_unet("v1").eval()
+    counts = train.transplant_unet(src, same)
+    assert counts["new"] == 0 and counts["dropped"] == 0
+    with torch.no_grad():
+        assert torch.equal(src(x, t, encoder_hidden_states=ctx).sample, same(x, t, encoder_hidden_states=ctx).sample)
+    other = M.build_unet("sd").eval()
+    counts = train.transplant_unet(src, other)
+    assert counts["new"] > 0 and counts["dropped"] > 0
+    # the attention the v1 UNet lacked (at 16x16) starts as the identity; what both have is copied
+    assert torch.count_nonzero(other.down_blocks[0].attentions[0].proj_out.weight) == 0
+    assert torch.equal(other.down_blocks[1].attentions[0].proj_out.weight, src.down_blocks[1].attentions[0].proj_out.weight)
+    assert torch.equal(other.down_blocks[0].resnets[0].conv1.weight, src.down_blocks[0].resnets[0].conv1.weight)
+
+
+def test_warm_start_runs_the_unet_stage_from_a_trained_folder(trained, tmp_path):
+    out = tmp_path / "warm"
+    train.main(["--out", str(out), *TINY, "--warm-start", str(trained), "--unet-layout", "sd", "--eval-prompts", "0"])
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["unet"]["steps"] == 4 and info["vae"]["init_from"] == str(trained)
+    assert json.loads((out / "unet" / "config.json").read_text())["down_block_types"][0] == "CrossAttnDownBlock2D"
+    with pytest.raises(SystemExit, match="give one of them"):
+        train.main(["--out", str(tmp_path / "both"), *TINY, "--warm-start", str(trained), "--init-from", str(trained)])
+
+
 def test_edit_diagnostics_on_a_trained_model(trained, tmp_path):
     from exporter.shapes import edit_diagnostics as D
 
