@@ -7,7 +7,7 @@ import "@vscode-elements/elements/dist/vscode-label/index.js";
 import "@vscode-elements/elements/dist/vscode-option/index.js";
 import "@vscode-elements/elements/dist/vscode-single-select/index.js";
 import "@vscode-elements/elements/dist/vscode-textfield/index.js";
-import { EDIT_MODE_CHOICES, EditModeChoice, EditRequest, PanelEdit } from "../src/shared/protocol";
+import { EDIT_MODE_CHOICES, EDIT_NULL_CHOICES, EditModeChoice, EditNullChoice, EditRequest, PanelEdit } from "../src/shared/protocol";
 
 type Field = HTMLElement & { value: string };
 
@@ -25,6 +25,32 @@ function field(label: string, id: string, value: string, attrs: Record<string, s
   return [wrap, input];
 }
 
+/** A labelled single select of [value, text] options. */
+function select(label: string, id: string, options: [string, string][]): [HTMLElement, Field] {
+  const wrap = document.createElement("div");
+  wrap.className = "field";
+  const l = document.createElement("vscode-label");
+  l.textContent = label;
+  l.setAttribute("for", id);
+  const input = document.createElement("vscode-single-select") as Field & { label: string };
+  input.id = id;
+  input.label = label; // the accessible name of the select inside it
+  for (const [value, text] of options) {
+    const o = document.createElement("vscode-option");
+    o.setAttribute("value", value);
+    o.textContent = text;
+    input.append(o);
+  }
+  wrap.append(l, input);
+  return [wrap, input];
+}
+
+const EDIT_NULL_TEXT: Record<EditNullChoice, string> = {
+  default: "the method's default",
+  empty: "the empty prompt's (keeps the rest best)",
+  inverted: "the inversion's (the null-text paper's editing)",
+};
+
 export class EditForm {
   readonly element: HTMLElement;
   private readonly prompt: Field;
@@ -34,6 +60,7 @@ export class EditForm {
   private readonly reweight: Field;
   private readonly blend: Field;
   private readonly blendThreshold: Field;
+  private readonly editNull: Field;
   /** Keyboard brush position (in source pixels). */
   private cursor = { x: 0, y: 0 };
   private readonly brush: HTMLCanvasElement;
@@ -56,22 +83,12 @@ export class EditForm {
     let w: HTMLElement;
     [w, this.prompt] = field("Edited prompt", "edit-prompt", "", { placeholder: "the source prompt with words changed" });
     const fields = [w];
-    const modeWrap = document.createElement("div");
-    modeWrap.className = "field";
-    const modeLabel = document.createElement("vscode-label");
-    modeLabel.textContent = "Mode";
-    this.mode = document.createElement("vscode-single-select") as Field;
-    this.mode.id = "edit-mode";
-    modeLabel.setAttribute("for", "edit-mode");
-    (this.mode as Field & { label: string }).label = "Mode"; // the accessible name of the select inside it
-    for (const m of EDIT_MODE_CHOICES) {
-      const o = document.createElement("vscode-option");
-      o.setAttribute("value", m);
-      o.textContent = m === "auto" ? "auto (from the words changed)" : m;
-      this.mode.append(o);
-    }
-    modeWrap.append(modeLabel, this.mode);
-    fields.push(modeWrap);
+    [w, this.mode] = select(
+      "Mode",
+      "edit-mode",
+      EDIT_MODE_CHOICES.map((m) => [m, m === "auto" ? "auto (from the words changed)" : m]),
+    );
+    fields.push(w);
     [w, this.cross] = field("Cross-attention steps (fraction)", "edit-cross", "0.8", { type: "number", min: "0", max: "1", step: "0.05" });
     fields.push(w);
     [w, this.self] = field("Self-attention steps (fraction)", "edit-self", "0.4", { type: "number", min: "0", max: "1", step: "0.05" });
@@ -81,6 +98,12 @@ export class EditForm {
     [w, this.blend] = field("Local blend words", "edit-blend", "", { placeholder: "the swapped words (none: no blend)" });
     fields.push(w);
     [w, this.blendThreshold] = field("Local blend threshold (0 to 1)", "edit-blend-threshold", "0.3", { type: "number", min: "0", max: "1", step: "0.05" });
+    fields.push(w);
+    [w, this.editNull] = select(
+      "Null embedding of the edited image",
+      "edit-null",
+      EDIT_NULL_CHOICES.map((c) => [c, EDIT_NULL_TEXT[c]]),
+    );
     fields.push(w);
 
     const brushTitle = document.createElement("vscode-label");
@@ -136,6 +159,7 @@ export class EditForm {
     this.reweight.value = "";
     this.blend.value = "";
     this.blendThreshold.value = "0.3";
+    this.editNull.value = "default";
     this.mask = null;
     this.source = null;
     this.side = 0;
@@ -163,6 +187,7 @@ export class EditForm {
     this.reweight.value = edit.reweight;
     this.blend.value = edit.blend;
     this.blendThreshold.value = String(edit.blendThreshold);
+    this.editNull.value = EDIT_NULL_CHOICES.includes(edit.editNull as EditNullChoice) ? edit.editNull : "default";
     this.prompt.focus();
   }
 
@@ -257,6 +282,7 @@ export class EditForm {
         reweight: controlled ? this.reweight.value : "",
         blend: controlled ? this.blend.value : "",
         blendThreshold: num(this.blendThreshold, "local blend threshold"),
+        editNull: controlled ? ((this.editNull.value || "default") as EditNullChoice) : "default",
         mask: painted,
       });
     } catch (error) {

@@ -332,6 +332,7 @@ export class InversionPanel {
             reweight,
             blendWords: parseBlend(r.blend),
             blendThreshold: r.blendThreshold,
+            editNull: r.editNull === "default" ? undefined : r.editNull,
             paintedMask: r.mask ?? undefined,
           },
           {

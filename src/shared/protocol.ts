@@ -7,8 +7,12 @@
 
 // One vocabulary: method labels and the reweight / blend-word syntax come from the settings module.
 export { NO_BLEND, methodLabel, parseBlend, parseReweight } from "../core/settings";
+import { EDIT_NULLS, type EditNull } from "../core/settings";
 export const EDIT_MODE_CHOICES = ["auto", "replace", "refine", "reweight"] as const;
 export type EditModeChoice = (typeof EDIT_MODE_CHOICES)[number];
+/** The edited branches' null embedding as the form offers it: the inversion method's default, or one named. */
+export const EDIT_NULL_CHOICES: readonly ("default" | EditNull)[] = ["default", ...EDIT_NULLS];
+export type EditNullChoice = (typeof EDIT_NULL_CHOICES)[number];
 
 export interface PanelImage {
   /** Handed out by the host; the webview refers to images only by it. */
@@ -112,6 +116,7 @@ export interface EditRequest {
   blend: string;
   /** Local blend threshold on the normalised word maps (0..1). */
   blendThreshold: number;
+  editNull: EditNullChoice;
   /** Painted over the model-size source: side x side values in [0, 1]. */
   mask: { side: number; values: number[] } | null;
 }
@@ -152,6 +157,7 @@ export function parseWebviewMessage(value: unknown): WebviewToHost | null {
       const fraction = (v: unknown) => typeof v === "number" && Number.isFinite(v) && v >= 0 && v <= 1;
       if (!text(r.prompt) || !text(r.reweight) || !text(r.blend) || !fraction(r.cross) || !fraction(r.self) || !fraction(r.blendThreshold)) return null;
       if (!EDIT_MODE_CHOICES.includes(r.mode as EditModeChoice)) return null;
+      if (!EDIT_NULL_CHOICES.includes(r.editNull as EditNullChoice)) return null;
       let mask: EditRequest["mask"] = null;
       if (r.mask !== null) {
         const k = r.mask as Record<string, unknown> | undefined;
@@ -171,6 +177,7 @@ export function parseWebviewMessage(value: unknown): WebviewToHost | null {
           reweight: r.reweight as string,
           blend: r.blend as string,
           blendThreshold: r.blendThreshold as number,
+          editNull: r.editNull as EditNullChoice,
           mask,
         },
       };

@@ -206,6 +206,7 @@ test("the edit form posts a well-formed edit request with the painted mask", asy
   assert.equal(edit.request.mode, "auto");
   assert.equal(edit.request.blend, "square");
   assert.equal(edit.request.reweight, "yellow=2");
+  assert.equal(edit.request.editNull, "default", "the method's own null unless one is chosen");
   assert.ok(edit.request.mask && edit.request.mask.side === 64 && edit.request.mask.values.some((v) => v === 1), "the painted mask travels");
   // the host answers with the edit, which joins the history with its "what changed" heatmap
   await send(edited);
@@ -225,6 +226,7 @@ test("the edit form posts a well-formed edit request with the painted mask", asy
   const started = performance.now();
   await page.locator(".history vscode-button", { hasText: "Edit again from this" }).click();
   assert.equal(await page.evaluate("document.getElementById('edit-blend').value"), "square");
+  assert.equal(await page.evaluate("document.getElementById('edit-null').value"), "empty", "the null it used (null-text's default)");
   process.stdout.write(`# timing: "Edit again from this" filled the form in ${(performance.now() - started).toFixed(0)} ms (click to read-back)\n`);
   if (process.env.NTI_UPDATE_SCREENSHOT) await screenshots();
 });
@@ -388,8 +390,11 @@ test("forged or malformed messages are rejected by the host's validator", () => 
     { type: "edit" },
     { type: "saveImage", id: "../../etc/passwd" },
     { type: "edit", request: { prompt: "x", mode: "auto", cross: 2, self: 0, reweight: "", blend: "", mask: null } },
+    { type: "edit", request: { prompt: "x", mode: "auto", cross: 0.8, self: 0.4, reweight: "", blend: "", blendThreshold: 0.3, editNull: "zero", mask: null } },
     { type: "readFile", path: "/etc/passwd" },
   ]) {
     assert.equal(parseWebviewMessage(bad), null, JSON.stringify(bad));
   }
+  const good = { prompt: "x", mode: "auto", cross: 0.8, self: 0.4, reweight: "", blend: "", blendThreshold: 0.3, editNull: "empty", mask: null };
+  assert.deepEqual(parseWebviewMessage({ type: "edit", request: good }), { type: "edit", request: good }, "the same with a known null passes");
 });
