@@ -142,7 +142,7 @@ def test_full_size_architecture_exports_and_loads(tmp_path, config, prediction):
           f"peak {summary['peak_rss_mb']} MB")
     manifest = json.loads((out / "nti.json").read_text())
     assert manifest["prediction_type"] == prediction
-    assert manifest["graphs"]["unet"]["external_data"] == "model.onnx.data"
+    assert manifest["graphs"]["unet"]["external_data"] == "weights.bin"  # format 2: one copy for the UNet graphs
     assert manifest["attention"]["map_resolution"] == 16
     timing = time_model(out, repeats=1, graphs=("unet", "unet_control"), batches=(1,))
     print(config, timing)
