@@ -26,7 +26,7 @@ const textEncoderStates: Omit<ModelFamily, "label"> = {
     run.checkAborted();
     const { model } = run;
     const ids = model.tokenizer.encodeBatch(prompts);
-    const out = await model.runOnce("text_encoder", { input_ids: i64(ids, [prompts.length, model.manifest.tokenizer.max_length]) });
+    const out = await model.withGraph("text_encoder", (encoder) => encoder.run({ input_ids: i64(ids, [prompts.length, model.manifest.tokenizer.max_length]) }));
     return out.last_hidden_state;
   },
   conditioningLength(model) {

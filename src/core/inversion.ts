@@ -82,7 +82,9 @@ export async function encodePrompts(run: Run, prompts: string[]): Promise<Float3
 export async function encodeImage(run: Run, rgb: Uint8Array): Promise<Float32Array> {
   run.checkAborted();
   const m = run.model.manifest;
-  const out = await run.model.runOnce("vae_encoder", { image: f32(rgbToModelInput(rgb, m.image_size), [1, 3, m.image_size, m.image_size]) });
+  const out = await run.model.withGraph("vae_encoder", (encoder) =>
+    encoder.run({ image: f32(rgbToModelInput(rgb, m.image_size), [1, 3, m.image_size, m.image_size]) }),
+  );
   const mean = out.latent_mean;
   const shift = m.vae_shift_factor ?? 0;
   const z = new Float32Array(mean.length);
@@ -90,15 +92,29 @@ export async function encodeImage(run: Run, rgb: Uint8Array): Promise<Float32Arr
   return z;
 }
 
-/** Scaled latents [B, C, h, w] -> float images [B, 3, H, W] in [-1, 1]. */
+/**
+ * Scaled latents [B, C, h, w] -> float images [B, 3, H, W] in [-1, 1]. One image per decoder call: the
+ * decoder's full-size activations are a job's largest tensors, and a batch would hold B sets of them at once.
+ */
 export async function decodeLatents(run: Run, latents: Float32Array, batch = 1): Promise<Float32Array> {
-  run.checkAborted();
   const m = run.model.manifest;
   const shift = m.vae_shift_factor ?? 0;
-  const unscaled = new Float32Array(latents.length);
-  for (let i = 0; i < latents.length; i++) unscaled[i] = latents[i] / m.vae_scaling_factor + shift;
   const [, c, h, w] = run.model.latentDims;
-  return (await run.model.runOnce("vae_decoder", { latent: f32(unscaled, [batch, c, h, w]) })).image;
+  const per = latents.length / batch;
+  const images = await run.model.withGraph("vae_decoder", async (decoder) => {
+    const out: Float32Array[] = [];
+    for (let b = 0; b < batch; b++) {
+      run.checkAborted();
+      const unscaled = new Float32Array(per);
+      for (let i = 0; i < per; i++) unscaled[i] = latents[b * per + i] / m.vae_scaling_factor + shift;
+      out.push((await decoder.run({ latent: f32(unscaled, [1, c, h, w]) })).image);
+    }
+    return out;
+  });
+  if (images.length === 1) return images[0];
+  const out = new Float32Array(images.reduce((a, x) => a + x.length, 0));
+  images.forEach((x, b) => out.set(x, b * x.length));
+  return out;
 }
 
 // ---- UNet -----------------------------------------------------------------------------------------------

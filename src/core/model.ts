@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { createReadStream, promises as fs } from "node:fs";
 import { availableParallelism } from "node:os";
 import * as path from "node:path";
-import { BackendOptions, type FeedValue, GraphSession, PROVIDER_HINTS, ProviderError, RunStats, autoProviders, firstLine, providerListed } from "./backend";
+import { BackendOptions, GraphSession, PROVIDER_HINTS, ProviderError, RunStats, autoProviders, firstLine, providerListed } from "./backend";
 import { DEFAULT_FAMILY, FAMILIES, type ModelFamily } from "./families";
 import { FileReadError, MAX_BYTES, readRegularFile } from "./files";
 import { GraphEntry, GraphName, Manifest, ManifestError, validateManifest } from "./manifest";
@@ -24,7 +24,7 @@ export interface OpenModelOptions extends Omit<BackendOptions, "executionProvide
   executionProvider?: ProviderChoice;
   /** Check every file's sha256 against nti.json (cached per file size and mtime in this process). */
   verifyHashes?: boolean;
-  /** Release the sessions of PER_CALL_GRAPHS after each call. Default: for a model at SD size, not a small one. */
+  /** Release the sessions of PER_CALL_GRAPHS after each use. Default: for a model at SD size, not a small one. */
   releasePerCallGraphs?: boolean;
 }
 
@@ -32,7 +32,7 @@ const SMALL_UNET_BYTES = 32 * 1024 * 1024;
 
 /**
  * Graphs a job runs once or twice (its prompts in, its image in, its images out). For a model at SD size their
- * sessions are released after each call, so that their weights and activation arenas are not resident beside
+ * sessions are released after each use (Model.withGraph), so that their weights and activation arenas are not resident beside
  * the UNet graphs, which a job runs hundreds of times and keeps: on sd15-256 the text encoder alone holds about
  * 360 MB once run (CHANGELOG, 2026-11-29). Creating it again costs about 1.5 s there, against minutes of UNet work.
  */
@@ -41,7 +41,7 @@ const PER_CALL_GRAPHS: ReadonlySet<GraphName> = new Set(["text_encoder", "vae_en
 export class Model {
   private readonly sessions = new Map<GraphName, Promise<GraphSession>>();
   private readonly ready = new Map<GraphName, GraphSession>();
-  /** Calls in flight per graph: a per-call graph's session is released when its count returns to zero. */
+  /** Uses in progress per graph: a per-call graph's session is released when its count returns to zero. */
   private readonly inFlight = new Map<GraphName, number>();
   /** Run statistics of the sessions released so far, so runStats covers the whole life of the model. */
   private readonly releasedStats = new Map<GraphName, RunStats>();
@@ -205,15 +205,15 @@ export class Model {
   }
 
   /**
-   * One call of a graph, for the graphs a job runs once or twice. For a model at SD size, a per-call graph
-   * (PER_CALL_GRAPHS) is released afterwards unless another call is using it; a small model keeps it, since
-   * there creating it again (about 0.1 s a graph) would cost more than its memory; any other graph's session is
-   * kept, as graph() does.
+   * A graph's session for one use (`use` runs its calls), for the graphs a job runs once or twice. For a model
+   * at SD size, a per-call graph (PER_CALL_GRAPHS) is released afterwards unless another use holds it; a small
+   * model keeps it, since there creating it again (about 0.1 s a graph) would cost more than its memory; any
+   * other graph's session is kept, as graph() does.
    */
-  async runOnce(name: GraphName, feeds: Record<string, FeedValue>): Promise<Record<string, Float32Array>> {
+  async withGraph<T>(name: GraphName, use: (session: GraphSession) => Promise<T>): Promise<T> {
     this.inFlight.set(name, (this.inFlight.get(name) ?? 0) + 1);
     try {
-      return await (await this.graph(name)).run(feeds);
+      return await use(await this.graph(name));
     } finally {
       const left = this.inFlight.get(name)! - 1;
       this.inFlight.set(name, left);
