@@ -55,13 +55,7 @@ class Unet(torch.nn.Module):
 
 
 def choose_map_resolution(cross_resolutions: set[int], latent_size: int) -> int:
-    """The level whose cross-attention maps local blend and the attention view read. Prompt-to-Prompt's code
-    reads 16x16 (SD at 512 px: a quarter of the latent, cells of 32 px); where a UNet has that level it is
-    used, so a mask cell is never coarser than SD's share of the image (shapes-tiny's 16x16 latent with
-    cross-attention at 16x16: the ring of background a coarser mask holds halves, models/shapes-tiny/REPORT.md).
-    Otherwise the latent/4 level, else the smallest of at least 8x8."""
-    if 16 in cross_resolutions:
-        return 16
+    """Prompt-to-Prompt reads the latent/4 level (16x16 for SD at 512 px); small models need >= 8x8."""
     preferred = latent_size // 4
     if preferred in cross_resolutions and preferred >= 8:
         return preferred

@@ -45,17 +45,6 @@ def test_manifest_describes_every_file_and_graph(tiny_folder):
     assert manifest["text_hidden_size"] == 32
 
 
-@pytest.mark.parametrize("levels,latent,expected", [
-    ({64, 32, 16, 8}, 64, 16),   # SD 1.x at 512 px: the level Prompt-to-Prompt's code reads
-    ({32, 16, 8}, 32, 16),       # SD 1.x at 256 px: cells no coarser than SD's share of the image
-    ({96, 48, 24, 12}, 96, 24),  # SD 2.x at 768 px has no 16x16 level: a quarter of the latent
-    ({16, 8, 4}, 16, 16),        # shapes-tiny with cross-attention at its latent's own size
-    ({8, 4}, 16, 8),             # shapes-tiny's first layout: the finest it has, at least 8x8
-])
-def test_map_resolution_choice(levels, latent, expected):
-    assert graphs.choose_map_resolution(levels, latent) == expected
-
-
 def test_declared_io_is_what_onnxruntime_sees(tiny_folder):
     manifest = json.loads((tiny_folder / "nti.json").read_text())
     for key, entry in manifest["graphs"].items():
