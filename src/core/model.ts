@@ -32,9 +32,10 @@ const SMALL_UNET_BYTES = 32 * 1024 * 1024;
 
 /**
  * Graphs a job runs once or twice (its prompts in, its image in, its images out). For a model at SD size their
- * sessions are released after each use (Model.withGraph), so that their weights and activation arenas are not resident beside
- * the UNet graphs, which a job runs hundreds of times and keeps: on sd15-256 the text encoder alone holds about
- * 360 MB once run (CHANGELOG, 2026-11-29). Creating it again costs about 1.5 s there, against minutes of UNet work.
+ * sessions are released after each use (Model.withGraph), so that their weights and activation arenas are not
+ * resident beside the UNet graphs, which a job runs hundreds of times and keeps: on sd15-256 the text encoder
+ * alone holds about 360 MB once run (CHANGELOG, 2026-11-29). Creating it again costs about 1.5 s there, against
+ * minutes of UNet work.
  */
 const PER_CALL_GRAPHS: ReadonlySet<GraphName> = new Set(["text_encoder", "vae_encoder", "vae_decoder"]);
 
