@@ -257,13 +257,12 @@ export class Engine {
     const s = artifact.header.settings;
     const rowLength = this.model.embeddingLength;
     const inverted = (i: number) => rowAt(artifact.nullEmbeddings, rowLength, i);
-    return this.editResult(artifact, edit, options, { notes: [], userMask: spec.userMask !== undefined }, async (run, conds) => {
+    return this.editResult(artifact, edit, options, { notes: [], userMask: spec.userMask !== undefined }, async (run, conds, empty) => {
       // after the artifact and the prompts are checked: their errors name the file and the words
       const control = controlTensors(this.model.tokenizer, edit);
       if (spec.userMask && spec.userMask.length !== m.latent_size * m.latent_size) {
         throw new SettingsError(`the mask has ${spec.userMask.length} values, expected ${m.latent_size}x${m.latent_size}`);
       }
-      const empty = edit.editNull === "empty" ? await encodePrompts(run, [""]) : null;
       const nullAt = (i: number, branch: number) => (branch > 0 && empty ? empty : inverted(i));
       return editSample(run, edit, control, artifact.zT, conds, nullAt, s.guidance, this.stepOffsets(artifact), spec.userMask ?? null);
     });
@@ -279,14 +278,23 @@ export class Engine {
     edit: ResolvedEdit,
     options: RunOptions,
     extra: { notes: string[]; userMask: boolean },
-    sampleEdit: (run: Run, conds: Float32Array) => Promise<{ latents: Float32Array; maps: Float32Array; mask: Float32Array | null }>,
+    /** `empty`: the empty prompt's conditioning when the edit's branches take it as their null, else null. */
+    sampleEdit: (
+      run: Run,
+      conds: Float32Array,
+      empty: Float32Array | null,
+    ) => Promise<{ latents: Float32Array; maps: Float32Array; mask: Float32Array | null }>,
   ): Promise<EditResult> {
     const started = performance.now();
     this.checkArtifact(artifact);
     const notes = [...this.model.notes, ...edit.prompts.slice(1).flatMap((p) => this.checkPrompt(p)), ...extra.notes];
     const m = this.model.manifest;
     const run = new Run(this.model, this.model.scheduler(artifact.header.settings.steps), options);
-    const result = await sampleEdit(run, await encodePrompts(run, edit.prompts));
+    // the empty prompt in the same text-encoder call: at SD size its session closes after each use
+    const withEmpty = edit.editNull === "empty";
+    const encoded = await encodePrompts(run, withEmpty ? [...edit.prompts, ""] : edit.prompts);
+    const rows = edit.prompts.length * this.model.embeddingLength;
+    const result = await sampleEdit(run, encoded.subarray(0, rows), withEmpty ? encoded.subarray(rows) : null);
     const k = edit.prompts.length;
     const decoded = await decodeLatents(run, result.latents, k);
     const images = Array.from({ length: k }, (_, b) => modelOutputToRgb(decoded, m.image_size, b));
