@@ -11,29 +11,28 @@ import { EDIT_MODE_CHOICES, EDIT_NULL_CHOICES, EditModeChoice, EditNullChoice, E
 
 type Field = HTMLElement & { value: string };
 
-function field(label: string, id: string, value: string, attrs: Record<string, string> = {}): [HTMLElement, Field] {
+/** A form field: `input` (given the id) under its label. */
+function labelled(label: string, id: string, input: Field): [HTMLElement, Field] {
   const wrap = document.createElement("div");
   wrap.className = "field";
   const l = document.createElement("vscode-label");
   l.setAttribute("for", id);
   l.textContent = label;
-  const input = document.createElement("vscode-textfield") as Field;
   input.id = id;
-  input.value = value;
-  for (const [k, v] of Object.entries(attrs)) input.setAttribute(k, v);
   wrap.append(l, input);
   return [wrap, input];
 }
 
+function field(label: string, id: string, value: string, attrs: Record<string, string> = {}): [HTMLElement, Field] {
+  const input = document.createElement("vscode-textfield") as Field;
+  input.value = value;
+  for (const [k, v] of Object.entries(attrs)) input.setAttribute(k, v);
+  return labelled(label, id, input);
+}
+
 /** A labelled single select of [value, text] options. */
 function select(label: string, id: string, options: [string, string][]): [HTMLElement, Field] {
-  const wrap = document.createElement("div");
-  wrap.className = "field";
-  const l = document.createElement("vscode-label");
-  l.textContent = label;
-  l.setAttribute("for", id);
   const input = document.createElement("vscode-single-select") as Field & { label: string };
-  input.id = id;
   input.label = label; // the accessible name of the select inside it
   for (const [value, text] of options) {
     const o = document.createElement("vscode-option");
@@ -41,8 +40,7 @@ function select(label: string, id: string, options: [string, string][]): [HTMLEl
     o.textContent = text;
     input.append(o);
   }
-  wrap.append(l, input);
-  return [wrap, input];
+  return labelled(label, id, input);
 }
 
 const EDIT_NULL_TEXT: Record<EditNullChoice, string> = {

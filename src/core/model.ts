@@ -229,12 +229,8 @@ export class Model {
 
   /** Calls and seconds spent inside ONNX Runtime, per graph used so far (released sessions included). */
   runStats(): Partial<Record<GraphName, RunStats>> {
-    const out: Partial<Record<GraphName, RunStats>> = {};
-    for (const [name, stats] of this.releasedStats) out[name] = { ...stats };
-    for (const [name, session] of this.ready) {
-      const before = out[name] ?? { calls: 0, seconds: 0 };
-      out[name] = { calls: before.calls + session.stats.calls, seconds: before.seconds + session.stats.seconds };
-    }
+    const out: Partial<Record<GraphName, RunStats>> = Object.fromEntries([...this.releasedStats].map(([name, stats]) => [name, { ...stats }]));
+    for (const [name, session] of this.ready) out[name] = addStats(out[name], session.stats);
     return out;
   }
 
@@ -243,10 +239,7 @@ export class Model {
     this.sessions.delete(name);
     const session = this.ready.get(name);
     this.ready.delete(name);
-    if (session) {
-      const before = this.releasedStats.get(name) ?? { calls: 0, seconds: 0 };
-      this.releasedStats.set(name, { calls: before.calls + session.stats.calls, seconds: before.seconds + session.stats.seconds });
-    }
+    if (session) this.releasedStats.set(name, addStats(this.releasedStats.get(name), session.stats));
     await (await pending?.catch(() => null))?.release();
   }
 
@@ -268,6 +261,10 @@ export class Model {
     this.ready.set(name, session);
     return session;
   }
+}
+
+function addStats(a: RunStats | undefined, b: RunStats): RunStats {
+  return { calls: (a?.calls ?? 0) + b.calls, seconds: (a?.seconds ?? 0) + b.seconds };
 }
 
 async function checkFiles(root: string, manifest: Manifest, verifyHashes: boolean): Promise<void> {
