@@ -69,7 +69,7 @@ export function activate(context: vscode.ExtensionContext): NullTextApi {
     }),
   );
   return {
-    panelRendered: (artifact?: string) => (artifact ? InversionPanel.showing(artifact) : InversionPanel.active)?.rendered,
+    panelRendered: (artifact?: string) => (artifact ? InversionPanel.showing(artifact) : InversionPanel.onScreen)?.rendered,
     panelCount: () => InversionPanel.count,
     busy: () => running !== undefined,
   };

@@ -127,6 +127,14 @@ export class InversionPanel {
     return InversionPanel.open[InversionPanel.open.length - 1];
   }
 
+  /**
+   * The newest panel on screen, else the newest. After a reload several panels come back, in no set
+   * order, and a hidden one does not render until it is shown.
+   */
+  static get onScreen(): InversionPanel | undefined {
+    return [...InversionPanel.open].reverse().find((p) => p.panel.visible) ?? InversionPanel.active;
+  }
+
   /** The newest panel showing an artifact, if one is open. */
   static showing(artifact: string): InversionPanel | undefined {
     return [...InversionPanel.open].reverse().find((p) => p.artifact && path.resolve(p.artifact) === path.resolve(artifact));
