@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from .configs import build_random
-    from .export import export_components, load_diffusers
+    from .export import export_components, load_diffusers, peak_rss_bytes
 
     if args.command == "export" and Path(args.source).suffix in SINGLE_FILE_SUFFIXES:
         from .single_file import load_single_file
@@ -126,15 +125,18 @@ def main(argv: list[str] | None = None) -> int:
         from .configs import save_diffusers
 
         save_diffusers(components, args.diffusers_out, {"random": args.config, "seed": args.seed})
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_bytes()
     sizes = {k: v["bytes"] for k, v in manifest["files"].items()}
-    summary = {"out": str(args.out), "seconds": manifest["export_seconds"], "peak_rss_mb": round(peak_mb),
-               "bytes": sum(sizes.values()), "files": sizes, "stage_seconds": manifest["exporter"]["stage_seconds"]}
+    summary = {"out": str(args.out), "seconds": manifest["export_seconds"],
+               "peak_rss_mb": None if peak is None else round(peak / 2**20),
+               "bytes": sum(sizes.values()), "files": sizes, "stage_seconds": manifest["exporter"]["stage_seconds"],
+               "stage_peak_rss_mb": {k: round(v / 2**20) for k, v in manifest["stage_peak_bytes"].items()}}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"wrote {args.out} ({summary['bytes'] / 1e6:.1f} MB) in {summary['seconds']}s, "
-              f"peak memory {summary['peak_rss_mb']} MB", file=sys.stderr)
+        memory = "" if peak is None else f", peak memory {summary['peak_rss_mb']} MB"
+        print(f"wrote {args.out} ({summary['bytes'] / 1e6:.1f} MB) in {summary['seconds']}s{memory}",
+              file=sys.stderr)
     return 0
 
 

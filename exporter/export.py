@@ -43,6 +43,16 @@ SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedul
                   "set_alpha_to_one", "steps_offset", "prediction_type", "timestep_spacing")
 
 
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident memory so far (None where the platform has no getrusage)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
 class Progress:
     """One line per stage, with its time, on stderr."""
 
@@ -50,6 +60,8 @@ class Progress:
         self.total, self.done, self.quiet = total, 0, quiet
         self.started = time.perf_counter()
         self.timings: dict[str, float] = {}
+        #: the process's peak resident memory at the end of each stage, which says which stage set it
+        self.peaks: dict[str, int] = {}
 
     def stage(self, name: str):
         progress = self
@@ -64,8 +76,13 @@ class Progress:
                 dt = time.perf_counter() - self.t0
                 progress.done += 1
                 progress.timings[name] = round(dt, 2)
+                peak = peak_rss_bytes()
+                if peak is not None:
+                    progress.peaks[name] = peak
                 if exc is None and not progress.quiet:
-                    print(f"[{progress.done}/{progress.total}] {name} done in {dt:.1f}s", file=sys.stderr, flush=True)
+                    memory = f", peak memory so far {peak / 2**30:.1f} GiB" if peak is not None else ""
+                    print(f"[{progress.done}/{progress.total}] {name} done in {dt:.1f}s{memory}", file=sys.stderr,
+                          flush=True)
 
         return _Stage()
 
@@ -145,6 +162,7 @@ def _export_into(c: Components, out: Path, *, opset: int, fp16: bool, grad_preci
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         tmp.rename(out / "nti.json")
     manifest["export_seconds"] = round(time.perf_counter() - progress.started, 1)
+    manifest["stage_peak_bytes"] = progress.peaks  # for --json, not in nti.json
     manifest["unet_weight_bytes"] = sharing  # held by the graphs / written once (for --json, not in nti.json)
     return manifest
 

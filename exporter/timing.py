@@ -8,13 +8,14 @@ the median of --repeats runs after a warm-up run.
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from .export import peak_rss_bytes
 
 
 def _feeds(entry: dict, rng: np.random.Generator, k: int = 2) -> dict[str, np.ndarray]:
@@ -72,5 +73,6 @@ def time_model(folder: Path, repeats: int = 3, threads: int = 0, graphs=("unet",
         del sess
     if "unet_batch1_s" in out and "null_text_grad_s" in out:
         out["grad_over_forward"] = round(out["null_text_grad_s"] / out["unet_batch1_s"], 2)
-    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak = peak_rss_bytes()
+    out["peak_rss_mb"] = None if peak is None else round(peak / 2**20)
     return out
