@@ -60,11 +60,47 @@ def _explicit_probs(attn: Attention, query: torch.Tensor, key: torch.Tensor) -> 
     return scores.softmax(dim=-1)
 
 
+class _SoftmaxAttention(torch.autograd.Function):
+    """softmax(q k^T * scale) v with a backward written for the gradient graph, where the attention matrix
+    [heads, N, N] is the largest tensor (at SD's 64x64 latent, 512 MB a self-attention layer):
+    - the scale multiplies q (and the gradient of q), not the matrix, in both directions;
+    - softmax's backward takes the row sums of dP * P as rowsum(dO * O), as FlashAttention does
+      (Dao et al., 2022, eq. in section 3.1 / appendix B.2), on [N, d] tensors instead of [N, N] ones.
+    Autograd's own backward makes four passes over the matrix besides the matmuls (two scalings, dP * P and
+    the subtraction); this one makes two (dP - D and the product with P). The maths is the same."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, scale: float):
+        scaled = query * scale
+        probs = torch.matmul(scaled, key.transpose(-1, -2)).softmax(dim=-1)
+        out = torch.matmul(probs, value)
+        ctx.save_for_backward(scaled, key, value, probs, out)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        scaled, key, value, probs, out = ctx.saved_tensors
+        grad_value = torch.matmul(probs.transpose(-1, -2), grad_out)
+        grad_probs = torch.matmul(grad_out, value.transpose(-1, -2))
+        row = (grad_out * out).sum(dim=-1, keepdim=True)  # = rowsum(grad_probs * probs)
+        grad_scores = probs * (grad_probs - row)
+        grad_query = torch.matmul(grad_scores, key) * ctx.scale
+        grad_key = torch.matmul(grad_scores.transpose(-1, -2), scaled)
+        return grad_query, grad_key, grad_value, None
+
+
 class ExplicitAttnProcessor:
-    """diffusers' AttnProcessor maths with a plain matmul + softmax, optionally under P2P control."""
+    """diffusers' AttnProcessor maths with a plain matmul + softmax, optionally under P2P control.
+
+    `compact_backward`: attention through _SoftmaxAttention (for the traced gradient graph; no control, no
+    probabilities handed out)."""
 
     def __init__(self, state: ControlState | None = None, inject_self: bool = False, record_maps: bool = False,
-                 name: str = "", on_probs=None):
+                 name: str = "", on_probs=None, compact_backward: bool = False):
+        if compact_backward and (state is not None or on_probs is not None):
+            raise ValueError("the compact backward hides the probabilities that control and on_probs read")
+        self.compact_backward = compact_backward
         self.state = state
         self.inject_self = inject_self
         self.record_maps = record_maps
@@ -109,13 +145,16 @@ class ExplicitAttnProcessor:
         key = key.view(bsz, key.shape[1], heads, -1).transpose(1, 2)
         value = value.view(bsz, value.shape[1], heads, -1).transpose(1, 2)
 
-        probs = _explicit_probs(attn, query, key).to(value.dtype)
-        if self.on_probs is not None:
-            self.on_probs(probs)
-        if self.state is not None:
-            probs = self._control(probs, is_cross, n_q)
-
-        hidden_states = torch.matmul(probs, value).transpose(1, 2).reshape(bsz, n_q, -1)
+        if self.compact_backward and not (attn.upcast_attention or attn.upcast_softmax):
+            hidden_states = _SoftmaxAttention.apply(query, key, value, attn.scale)
+        else:
+            probs = _explicit_probs(attn, query, key).to(value.dtype)
+            if self.on_probs is not None:
+                self.on_probs(probs)
+            if self.state is not None:
+                probs = self._control(probs, is_cross, n_q)
+            hidden_states = torch.matmul(probs, value)
+        hidden_states = hidden_states.transpose(1, 2).reshape(bsz, n_q, -1)
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
         if input_ndim == 4:
@@ -151,8 +190,9 @@ class ExplicitAttnProcessor:
         return torch.stack([uncond, cond], dim=0).reshape(probs.shape)
 
 
-def use_explicit_attention(unet: torch.nn.Module) -> None:
-    unet.set_attn_processor(ExplicitAttnProcessor())
+def use_explicit_attention(unet: torch.nn.Module, compact_backward: bool = False) -> None:
+    """Explicit attention in every layer; `compact_backward` for the traced gradient graph."""
+    unet.set_attn_processor(ExplicitAttnProcessor(compact_backward=compact_backward))
 
 
 def attention_layout(unet: torch.nn.Module, sample: torch.Tensor, timestep: torch.Tensor,

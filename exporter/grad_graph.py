@@ -6,8 +6,8 @@ plain ONNX ops. Exporting a module that calls `torch.autograd.grad` with the dyn
 backward ops that have no ONNX mapping into forward ops:
 - `convolution_backward` -> `conv_transpose2d` (input gradient only: weights are frozen);
 - `upsample_nearest2d_backward` -> reshape + sum (integer scale factors, as in SD's upsamplers);
-and with explicit softmax attention (see attention.py). The traced graph is then exported through
-`torch.export` + the dynamo ONNX exporter. Shapes are static; t, w and the alphas are inputs.
+and with explicit softmax attention, its backward written out (attention.py). The traced graph is then
+exported through `torch.export` + the dynamo ONNX exporter. Shapes are static; t, w and the alphas are inputs.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def example_inputs(unet, batch_text_len: int = 77, seed: int = 0) -> tuple[torch
 
 def trace(unet, prediction_type: str, inputs: tuple[torch.Tensor, ...]) -> torch.fx.GraphModule:
     unet.requires_grad_(False)
-    use_explicit_attention(unet)
+    use_explicit_attention(unet, compact_backward=True)
     module = NullTextGrad(unet, prediction_type)
     return make_fx(module, decomposition_table=decompositions())(*inputs)
 
