@@ -65,11 +65,22 @@ def _name_map(reference: dict[str, np.ndarray], params: dict[str, torch.Tensor],
     return out
 
 
+def _unet_layout(model_dir: Path) -> str:
+    """The shapes UNet layout (exporter/shapes/models.py) whose parameters the shipped UNet graph names."""
+    graph = onnx.load(str(model_dir / GRAPHS["unet"]), load_external_data=False)
+    named = {i.name.removeprefix("unet.") for i in graph.graph.initializer if i.name.startswith("unet.")}
+    for layout in M.UNET_LAYOUTS:
+        if named <= set(dict(M.build_unet(layout).named_parameters())):
+            return layout
+    raise SystemExit(f"{model_dir}: its UNet is none of the known shapes layouts ({', '.join(M.UNET_LAYOUTS)})")
+
+
 def recover(model_dir: Path, out: Path) -> dict:
     manifest = json.loads((model_dir / "nti.json").read_text())
     if manifest.get("name") != "shapes-tiny":
         raise SystemExit(f"{model_dir}: only shapes-tiny's architecture is known to the recovery")
-    modules = {"unet": M.build_unet(), "vae": M.build_vae(scaling_factor=manifest["vae_scaling_factor"]),
+    modules = {"unet": M.build_unet(_unet_layout(model_dir)),
+               "vae": M.build_vae(scaling_factor=manifest["vae_scaling_factor"]),
                "text_encoder": M.build_text_encoder()}
     for i, m in enumerate(modules.values()):
         m.eval().requires_grad_(False)
