@@ -44,7 +44,7 @@ interface BenchModel {
 const MODELS: Record<string, BenchModel> = {
   "shapes-tiny": {
     id: "shapes-tiny",
-    description: "the bundled model (64 px, 16x16x4 latent, 1.7M-parameter UNet)",
+    description: "the bundled model (64 px, 16x16x4 latent, 1.5M-parameter UNet)",
     onnx: path.join(ROOT, "models/shapes-tiny"),
     diffusers: path.join(CACHE, "shapes-tiny-diffusers"),
     imageSize: 64,
@@ -222,9 +222,18 @@ async function main(): Promise<void> {
     const fast = row.fast as { engine: Measured; reference: Measured };
     const passes = (x: Measured) => x.unetForward + x.unetBackward;
     const manifest = JSON.parse(readFileSync(path.join(m.onnx, "nti.json"), "utf8")) as { format_version: number; files: Record<string, { bytes: number }> };
+    process.stderr.write(`${id}: one gradient call against one UNet forward (python -m exporter time) ...\n`);
+    const graphTimes = JSON.parse(timed(projectPython(), ["-m", "exporter", "time", "--model", m.onnx, "--repeats", "5"]).stdout) as {
+      unet_batch1_s: number;
+      null_text_grad_s: number;
+    };
     Object.assign(row, {
       formatVersion: manifest.format_version,
       folderBytes: Object.values(manifest.files).reduce((a, f) => a + f.bytes, 0),
+      unetWeightsBytes: manifest.files["unet/weights.bin"]?.bytes ?? null,
+      unetForwardSeconds: graphTimes.unet_batch1_s,
+      gradientSeconds: graphTimes.null_text_grad_s,
+      gradientOverForward: graphTimes.null_text_grad_s / graphTimes.unet_batch1_s,
       peakRssVsReference: paper.engine.peakRssMb / paper.reference.peakRssMb,
       overheadPercent: paper.engine.overheadPercent,
       speedupVsReference: paper.reference.seconds / paper.engine.seconds,
@@ -266,7 +275,8 @@ async function main(): Promise<void> {
       `- same schedule: the engine is **${fixed(r.speedupVsReference)}x** the reference's speed (paper) and ${fixed(r.fast.speedup)}x on the fast schedule; their reconstructions agree to ${db(r.paper.reconstructionAgreementDb)} / ${db(r.fast.reconstructionAgreementDb)} PSNR (paper / fast).`,
       `- fast schedule vs the reference's paper schedule: **${fixed(r.fastSpeedupVsReference)}x** faster, **${fixed(r.fewerPassesFastVsReference, 1)}x** fewer UNet passes.`,
       `- engine overhead (job time outside ONNX Runtime): ${fixed(r.overheadPercent, 1)}%.`,
-      `- model folder: ${fixed(r.folderBytes / 1e6, 1)} MB (format ${r.formatVersion}); peak RSS, engine / reference (paper): ${fixed(r.peakRssVsReference)}x.`,
+      `- model folder: ${fixed(r.folderBytes / 1e6, 1)} MB (format ${r.formatVersion}; the UNet's one weights file ${fixed((r.unetWeightsBytes ?? 0) / 1e6, 1)} MB); peak RSS, engine / reference (paper): ${fixed(r.peakRssVsReference)}x.`,
+      `- one gradient call (\`unet/null_text_grad.onnx\`) ${fixed(r.gradientSeconds, 3)} s against one UNet forward (batch 1) ${fixed(r.unetForwardSeconds, 3)} s: **${fixed(r.gradientOverForward)}x** (\`python -m exporter time\`, median of 5).`,
       "",
     );
   }
