@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from .configs import build_random
-    from .export import export_components, load_diffusers, peak_rss_bytes
+    from .export import export_components, load_diffusers
+    from .peak_memory import peak_rss_bytes
 
     if args.command == "export" and Path(args.source).suffix in SINGLE_FILE_SUFFIXES:
         from .single_file import load_single_file

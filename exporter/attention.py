@@ -65,7 +65,7 @@ class _SoftmaxAttention(torch.autograd.Function):
     [heads, N, N] is the largest tensor (at SD's 64x64 latent, 512 MB a self-attention layer):
     - the scale multiplies q (and the gradient of q), not the matrix, in both directions;
     - softmax's backward takes the row sums of dP * P as rowsum(dO * O), as FlashAttention does
-      (Dao et al., 2022, eq. in section 3.1 / appendix B.2), on [N, d] tensors instead of [N, N] ones.
+      (Dao et al., 2022, appendix B.2), on [N, d] tensors instead of [N, N] ones.
     Autograd's own backward makes four passes over the matrix besides the matmuls (two scalings, dP * P and
     the subtraction); this one makes two (dP - D and the product with P). The maths is the same."""
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .manifest_schema import check_manifest
+from .peak_memory import peak_rss_bytes
 from . import grad_graph, graphs, onnx_io
 from .configs import Components
 from .precision import DEFAULT_GRAD_PRECISION, convert_precision, graph_precision
@@ -41,16 +42,6 @@ SHARED_WEIGHTS = ("unet", "unet_control", "null_text_grad")
 WEIGHTS_FILE = "weights.bin"
 SCHEDULER_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "clip_sample",
                   "set_alpha_to_one", "steps_offset", "prediction_type", "timestep_spacing")
-
-
-def peak_rss_bytes() -> int | None:
-    """This process's peak resident memory so far (None where the platform has no getrusage)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
 
 class Progress:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .export import peak_rss_bytes
+from .peak_memory import peak_rss_bytes
 
 
 def _feeds(entry: dict, rng: np.random.Generator, k: int = 2) -> dict[str, np.ndarray]:
