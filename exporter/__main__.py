@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     p_time.add_argument("--model", required=True, type=Path)
     p_time.add_argument("--repeats", type=int, default=3)
     p_time.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime's default)")
+    p_time.add_argument("--reference-config", choices=sorted(ARCHITECTURES),
+                        help="also time the PyTorch reference on this config's random weights (the folder must be "
+                             "`random --config` of the same config and --seed)")
+    p_time.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     if args.command == "time":
@@ -92,7 +96,14 @@ def main(argv: list[str] | None = None) -> int:
 
         if not (args.model / "nti.json").exists():
             raise SystemExit(f"{args.model}: no nti.json (not a model folder written by the exporter)")
-        print(json.dumps(time_model(args.model, args.repeats, args.threads), indent=2))
+        result = time_model(args.model, args.repeats, args.threads)
+        if args.reference_config:
+            from .timing import time_reference
+
+            result |= time_reference(args.reference_config, args.seed, args.repeats)
+            result["engine_speedup_forward"] = round(result["reference_unet_batch1_s"] / result["unet_batch1_s"], 2)
+            result["engine_speedup_gradient"] = round(result["reference_null_text_grad_s"] / result["null_text_grad_s"], 2)
+        print(json.dumps(result, indent=2))
         return 0
 
     if args.command == "fixtures-all":

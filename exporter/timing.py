@@ -76,3 +76,33 @@ def time_model(folder: Path, repeats: int = 3, threads: int = 0, graphs=("unet",
     peak = peak_rss_bytes()
     out["peak_rss_mb"] = None if peak is None else round(peak / 2**20)
     return out
+
+
+def time_reference(config: str, seed: int = 0, repeats: int = 3) -> dict:
+    """The PyTorch reference's side of the same measurement, on the random weights `python -m exporter random
+    --config CONFIG --seed SEED` exports: one UNet forward (batch 1) and one null-text gradient step through
+    autograd with diffusers' own attention, as exporter/reference.py optimises; medians after a warm-up."""
+    import torch
+
+    from . import grad_graph
+    from .configs import build_random
+
+    unet = build_random(config, seed).unet.eval().requires_grad_(False)
+    inputs = grad_graph.example_inputs(unet)
+    step = grad_graph.NullTextGrad(unet, "epsilon")
+
+    def forward():
+        with torch.no_grad():
+            unet(inputs[0], inputs[1], inputs[2], return_dict=False)
+
+    out: dict = {"reference_threads": torch.get_num_threads()}
+    for key, call in (("reference_unet_batch1_s", forward), ("reference_null_text_grad_s", lambda: step(*inputs))):
+        call()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
+        out[key] = round(statistics.median(times), 4)
+    out["reference_grad_over_forward"] = round(out["reference_null_text_grad_s"] / out["reference_unet_batch1_s"], 2)
+    return out

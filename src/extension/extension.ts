@@ -25,6 +25,8 @@ export interface NullTextApi {
   /** What the panel of `artifact` (else the newest panel) says it rendered. */
   panelRendered(artifact?: string): { images: number; lossPoints: number; attentionWords: number } | undefined;
   panelCount(): number;
+  /** Each open panel: on screen, its webview started, its artifact, rendered. */
+  panelStates(): { visible: boolean; ready: boolean; artifact: string | undefined; rendered: boolean }[];
   busy(): boolean;
 }
 
@@ -71,6 +73,7 @@ export function activate(context: vscode.ExtensionContext): NullTextApi {
   return {
     panelRendered: (artifact?: string) => (artifact ? InversionPanel.showing(artifact) : InversionPanel.onScreen)?.rendered,
     panelCount: () => InversionPanel.count,
+    panelStates: () => InversionPanel.states(),
     busy: () => running !== undefined,
   };
 }

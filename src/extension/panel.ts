@@ -64,6 +64,8 @@ export class InversionPanel {
   /** The original image and prompt, to offer a fresh inversion when the artifact no longer fits the model. */
   private origin: { image: string; prompt: string } | undefined;
   private ready: Promise<void>;
+  /** Whether the webview's script has started (its "ready" message). */
+  private webviewReady = false;
   /** The panel's own account of what it shows (its last "rendered" message). */
   rendered: { images: number; lossPoints: number; attentionWords: number } | undefined;
 
@@ -86,8 +88,11 @@ export class InversionPanel {
         host.log(`ignored a malformed message from the panel: ${JSON.stringify(raw).slice(0, 200)}`);
         return;
       }
-      if (message.type === "ready") markReady();
-      else if (message.type === "rendered") this.rendered = { images: message.images, lossPoints: message.lossPoints, attentionWords: message.attentionWords };
+      if (message.type === "ready") {
+        this.webviewReady = true;
+        markReady();
+      } else if (message.type === "rendered")
+        this.rendered = { images: message.images, lossPoints: message.lossPoints, attentionWords: message.attentionWords };
       else void this.handle(message);
     });
     InversionPanel.open.push(this);
@@ -133,6 +138,11 @@ export class InversionPanel {
    */
   static get onScreen(): InversionPanel | undefined {
     return [...InversionPanel.open].reverse().find((p) => p.panel.visible) ?? InversionPanel.active;
+  }
+
+  /** Each open panel's state, oldest first (for the end-to-end tests' failure messages). */
+  static states(): { visible: boolean; ready: boolean; artifact: string | undefined; rendered: boolean }[] {
+    return InversionPanel.open.map((p) => ({ visible: p.panel.visible, ready: p.webviewReady, artifact: p.artifact, rendered: p.rendered !== undefined }));
   }
 
   /** The newest panel showing an artifact, if one is open. */
