@@ -44,6 +44,17 @@ def test_export_from_a_local_diffusers_folder(tmp_path, tiny):
     assert timing["unet_batch1_s"] > 0 and timing["unet_control_s"] > 0
 
 
+def test_time_with_the_reference_times_both_sides_on_the_same_random_weights(tmp_path, capsys):
+    out = tmp_path / "model"
+    assert main(["random", "--config", "tiny", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["time", "--model", str(out), "--repeats", "1", "--reference-config", "tiny"]) == 0
+    timing = json.loads(capsys.readouterr().out)
+    for key in ("unet_batch1_s", "null_text_grad_s", "reference_unet_batch1_s", "reference_null_text_grad_s"):
+        assert timing[key] > 0, key
+    assert timing["engine_speedup_gradient"] == round(timing["reference_null_text_grad_s"] / timing["null_text_grad_s"], 2)
+
+
 def test_reference_invert_command_does_the_whole_job_and_counts_its_passes(tmp_path, tiny):
     """`python -m exporter.invert` (the benchmarks' PyTorch side) on a saved diffusers folder."""
     from PIL import Image
