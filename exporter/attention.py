@@ -145,8 +145,14 @@ class ExplicitAttnProcessor:
         key = key.view(bsz, key.shape[1], heads, -1).transpose(1, 2)
         value = value.view(bsz, value.shape[1], heads, -1).transpose(1, 2)
 
-        if self.compact_backward and not (attn.upcast_attention or attn.upcast_softmax):
+        upcast = attn.upcast_attention or attn.upcast_softmax
+        if self.compact_backward and not upcast:
             hidden_states = _SoftmaxAttention.apply(query, key, value, attn.scale)
+        elif self._untouched_by_control(is_cross) and not upcast:
+            # The control UNet's self-attention layers that nothing injects into: the same maths, traced by
+            # the exporter's SDPA symbolic into MatMul + Softmax, while the trace's own forward (batch 6 at
+            # export) never holds the [heads, N, N] matrices (3.2 GB each at SD's 64x64).
+            hidden_states = torch.nn.functional.scaled_dot_product_attention(query, key, value, scale=attn.scale)
         else:
             probs = _explicit_probs(attn, query, key).to(value.dtype)
             if self.on_probs is not None:
@@ -162,6 +168,11 @@ class ExplicitAttnProcessor:
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
+
+    def _untouched_by_control(self, is_cross: bool) -> bool:
+        state = self.state
+        return (state is not None and not state.record_shapes and not is_cross and not self.inject_self
+                and self.on_probs is None)
 
     def _control(self, probs: torch.Tensor, is_cross: bool, n_q: int) -> torch.Tensor:
         state = self.state
