@@ -142,8 +142,9 @@ WEIGHTS_ALIGNMENT = 4096
 def share_external_data(folder: Path, graph_files: list[str], store: str) -> dict[str, int]:
     """Rewrite the graphs in `folder` so that all their weights (tensors of 1 KB and more) live once in
     `folder/store`: a tensor two graphs hold with the same dtype, shape and bytes is written once, at a
-    WEIGHTS_ALIGNMENT-aligned offset. The graphs are read one at a time (an SD UNet is 3.4 GB), their old
-    `.data` files removed. Returns the bytes the graphs held and the bytes written."""
+    WEIGHTS_ALIGNMENT-aligned offset. The graphs are read without their external data and each tensor is
+    copied on its own (an SD UNet is 3.4 GB a graph); their old data files are removed. Returns the bytes the
+    graphs held and the bytes written."""
     import hashlib
 
     from onnx import numpy_helper
@@ -153,31 +154,48 @@ def share_external_data(folder: Path, graph_files: list[str], store: str) -> dic
     with open(folder / store, "wb") as blob:
         for name in graph_files:
             path = folder / name
-            model = onnx.load(str(path), load_external_data=True)
+            model = onnx.load(str(path), load_external_data=False)
+            old_files: set[str] = set()
             for t in model.graph.initializer:
-                raw = t.raw_data if t.HasField("raw_data") else numpy_helper.to_array(t).tobytes()
+                if t.data_location == onnx.TensorProto.EXTERNAL:
+                    info = {e.key: e.value for e in t.external_data}
+                    old_files.add(info["location"])
+                    raw = _read_external(folder / info["location"], int(info.get("offset", 0)), info.get("length"))
+                else:
+                    raw = t.raw_data if t.HasField("raw_data") else numpy_helper.to_array(t).tobytes()
                 if len(raw) < SHARED_MIN_BYTES:
+                    if t.data_location == onnx.TensorProto.EXTERNAL:  # small, but kept outside: bring it in
+                        del t.external_data[:]
+                        t.data_location = onnx.TensorProto.DEFAULT
+                        t.raw_data = raw
                     continue
-                held += len(raw)
+                length = len(raw)
+                held += length
                 key = hashlib.sha256(t.data_type.to_bytes(4, "little") + repr(list(t.dims)).encode() + raw).hexdigest()
                 if key not in offsets:
                     blob.write(b"\0" * (-blob.tell() % WEIGHTS_ALIGNMENT))
                     offsets[key] = blob.tell()
                     blob.write(raw)
+                del raw
                 for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data"):
                     t.ClearField(field)
                 del t.external_data[:]
                 t.data_location = onnx.TensorProto.EXTERNAL
-                for k, v in (("location", store), ("offset", str(offsets[key])), ("length", str(len(raw)))):
+                for k, v in (("location", store), ("offset", str(offsets[key])), ("length", str(length))):
                     entry = t.external_data.add()
                     entry.key, entry.value = k, v
-            data = path.with_name(path.name + ".data")
-            if data.exists():
-                data.unlink()
             onnx.save_model(model, str(path))
+            for old in old_files - {store}:
+                (folder / old).unlink(missing_ok=True)
             del model
         written = blob.tell()
     return {"held": held, "written": written}
+
+
+def _read_external(path: Path, offset: int, length: str | None) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(int(length)) if length is not None else f.read()
 
 
 def _value_info(v) -> dict:

@@ -256,3 +256,33 @@ def test_replacement_and_refinement_mappers(tiny):
     assert mapper[:6].tolist() == [0, 1, -1, 2, 3, 4]
     assert alphas[:6].tolist() == [1, 1, 0, 1, 1, 1]
     assert mapper[6:].tolist() == list(range(6, 77))
+
+
+def _matmul_graph(weight: np.ndarray, bias: np.ndarray):
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, weight.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, weight.shape[1]])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
+def test_shared_weights_file_keeps_each_tensor_once_and_reads_external_data_tensor_by_tensor(tmp_path):
+    """Graphs written with their own external data (as SD-size graphs are) end up over one aligned file."""
+    import onnx
+
+    rng = np.random.default_rng(0)
+    shared = rng.standard_normal((64, 64)).astype(np.float32)  # 16 KB, in both graphs
+    biases = [rng.standard_normal(64).astype(np.float32) for _ in range(2)]  # 256 B: stays in its graph
+    x = rng.standard_normal((1, 64)).astype(np.float32)
+    for i, name in enumerate(("a.onnx", "b.onnx")):
+        onnx.save_model(_matmul_graph(shared, biases[i]), str(tmp_path / name), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=name + ".data", size_threshold=0)
+    counts = onnx_io.share_external_data(tmp_path, ["a.onnx", "b.onnx"], "weights.bin")
+    assert counts == {"held": 2 * shared.nbytes, "written": shared.nbytes}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "b.onnx", "weights.bin"]
+    for i, name in enumerate(("a.onnx", "b.onnx")):
+        (y,) = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        np.testing.assert_allclose(y, x @ shared + biases[i], rtol=1e-5, atol=1e-5)
