@@ -145,8 +145,6 @@ def share_external_data(folder: Path, graph_files: list[str], store: str) -> dic
     WEIGHTS_ALIGNMENT-aligned offset. The graphs are read without their external data and each tensor is
     copied on its own (an SD UNet is 3.4 GB a graph); their old data files are removed. Returns the bytes the
     graphs held and the bytes written."""
-    import hashlib
-
     from onnx import numpy_helper
 
     offsets: dict[str, int] = {}

@@ -7,6 +7,7 @@ the median of --repeats runs after a warm-up run.
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
@@ -39,6 +40,17 @@ def _feeds(entry: dict, rng: np.random.Generator, k: int = 2) -> dict[str, np.nd
     return feeds
 
 
+def _median_seconds(call, repeats: int) -> float:
+    """Median wall time of `repeats` calls after one warm-up call (allocations, pre-packing)."""
+    call()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return round(statistics.median(times), 4)
+
+
 def time_model(folder: Path, repeats: int = 3, threads: int = 0, graphs=("unet", "null_text_grad", "unet_control"),
                batches=(1, 2)) -> dict:
     manifest = json.loads((folder / "nti.json").read_text())
@@ -63,13 +75,7 @@ def time_model(folder: Path, repeats: int = 3, threads: int = 0, graphs=("unet",
                 feeds = {n: (np.repeat(v[:1], k, axis=0) if v.ndim > 1 else v) for n, v in _feeds(entry, rng).items()}
             else:
                 feeds = _feeds(entry, rng, k=k if key == "unet_control" else 1)
-            sess.run(None, feeds)  # warm-up: allocations, pre-packing
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                sess.run(None, feeds)
-                times.append(time.perf_counter() - t0)
-            out[f"{key}{suffix}_s"] = round(statistics.median(times), 4)
+            out[f"{key}{suffix}_s"] = _median_seconds(functools.partial(sess.run, None, feeds), repeats)
         del sess
     if "unet_batch1_s" in out and "null_text_grad_s" in out:
         out["grad_over_forward"] = round(out["null_text_grad_s"] / out["unet_batch1_s"], 2)
@@ -96,13 +102,7 @@ def time_reference(config: str, seed: int = 0, repeats: int = 3) -> dict:
             unet(inputs[0], inputs[1], inputs[2], return_dict=False)
 
     out: dict = {"reference_threads": torch.get_num_threads()}
-    for key, call in (("reference_unet_batch1_s", forward), ("reference_null_text_grad_s", lambda: step(*inputs))):
-        call()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - t0)
-        out[key] = round(statistics.median(times), 4)
+    out["reference_unet_batch1_s"] = _median_seconds(forward, repeats)
+    out["reference_null_text_grad_s"] = _median_seconds(lambda: step(*inputs), repeats)
     out["reference_grad_over_forward"] = round(out["reference_null_text_grad_s"] / out["reference_unet_batch1_s"], 2)
     return out
